@@ -44,6 +44,7 @@ class Rule:
     window: float = 3.0  # seconds within which those samples must fall
     gap: float = 1.5  # a condition absent for less than this does not end an event
     labels: list[str] = field(default_factory=list)  # suspicious_object only
+    min_share: float = 0.5  # least share of a run's samples that must be positive to fire (noise guard)
 
 
 def _rules() -> dict[str, Rule]:
@@ -113,6 +114,7 @@ class Scoring:
     medium_below: float = 85.0  # score below this: medium risk
     high_below: float = 60.0  # score below this: high risk
     review_below: float = 85.0  # score below this needs human review
+    review_weight: float = 10.0  # an unreviewed event of a type weighted at least this needs human review
 
 
 @dataclass
@@ -164,6 +166,8 @@ class Policy:
                 raise PolicyError(f"rules.{name}: dwell, window and gap must be >= 0")
             if r.min_samples < 1:
                 raise PolicyError(f"rules.{name}.min_samples must be >= 1")
+            if not 0 <= r.min_share <= 1:
+                raise PolicyError(f"rules.{name}.min_share must be in [0, 1], got {r.min_share}")
         for name, w in self.scoring.weights.items():
             if w < 0:
                 raise PolicyError(f"scoring.weights.{name} must be >= 0")
