@@ -25,11 +25,15 @@ class FaceObservation:
     count: int
     faces: tuple[Face, ...] = ()
     # Candidate's head pose in degrees (None when there is no candidate face or
-    # the landmarker did not run). yaw > 0: turned to the image's left.
+    # the landmarker did not run). yaw > 0: turned to the image's left (the
+    # person's right); pitch > 0: tilted up; roll > 0: the eye line rotated
+    # counter-clockwise in the image. Checked on head-pose-face-detection-female.gif
+    # (frames 0-5, turned to the image's left: yaw ~ +40).
     yaw: float | None = None
     pitch: float | None = None
     roll: float | None = None
     # Gaze from the irises / blendshapes, in [-1, 1]; 0 is straight ahead.
+    # gaze_x > 0: irises towards the image's left (same side as yaw > 0); gaze_y > 0: up.
     gaze_x: float | None = None
     gaze_y: float | None = None
     looking_away: bool = False
