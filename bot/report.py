@@ -150,6 +150,16 @@ def fmt_duration(seconds: float) -> str:
     return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
 
 
+def fmt_short_duration(seconds: float) -> str:
+    """For narrow table cells: 12.5 s, 3m 05s, 1h 02m."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
+
+
 def fmt_datetime(dt: datetime | None) -> str:
     if dt is None:
         return "-"
@@ -225,7 +235,8 @@ def _latin1(text: str) -> str:
             out.append(ch)
         except UnicodeEncodeError:
             base = unicodedata.normalize("NFKD", ch).encode("latin-1", "ignore").decode("latin-1")
-            out.append(base or {"\u2013": "-", "\u2014": "-", "\u2026": "...", "\u2022": "*"}.get(ch, "?"))
+            out.append(base or {"\u2013": "-", "\u2014": "-", "\u2026": "...", "\u2022": "*", "\u2265": ">=",
+                                "\u2264": "<="}.get(ch, "?"))
     return "".join(out)
 
 
@@ -630,12 +641,12 @@ class _Report:
             pdf.line(xt(tk), axis_y, xt(tk), axis_y + 1.2)
             label = fmt_offset(tk)
             lw = pdf.get_string_width(label)
-            pdf.set_xy(min(xt(tk) - lw / 2, x0 + w - lw), axis_y + 1.5)
+            pdf.set_xy(max(x0, min(xt(tk) - lw / 2, x0 + w - lw)), axis_y + 1.5)
             pdf.cell(lw, 3.5, label)
             if self.started is not None:
                 clock = (self.started + timedelta(seconds=tk)).strftime("%H:%M")
                 cw = pdf.get_string_width(clock)
-                pdf.set_xy(min(xt(tk) - cw / 2, x0 + w - cw), axis_y + 5)
+                pdf.set_xy(max(x0, min(xt(tk) - cw / 2, x0 + w - cw)), axis_y + 5)
                 pdf.cell(cw, 3.5, clock)
         pdf.set_xy(MARGIN, axis_y + 1.5)
         pdf.cell(label_w - 2, 3.5, "time from start", align="R")
@@ -672,7 +683,7 @@ class _Report:
                                  _Col("Conf.", 16, "R"), _Col("Penalty", 18, "R"), _Col("Detail", 42)])
             table.head()
             for e in flagged:
-                table.row([str(self.number[e.id]), self.when(e.start), _title(e.type), fmt_duration(e.duration),
+                table.row([str(self.number[e.id]), self.when(e.start), _title(e.type), fmt_short_duration(e.duration),
                            f"{e.confidence:.2f}", f"-{penalty(e, self.policy):.1f}", fmt_detail(e.detail)],
                           colors={2: TYPE_COLORS.get(e.type, MUTED)})
 
@@ -687,7 +698,7 @@ class _Report:
         table.head(first_row=THUMB_H + 3)
         for e in self.data.events:
             thumb = _thumbnail(e.snapshot)
-            end = "open" if e.end is None else fmt_duration(e.duration)
+            end = "open" if e.end is None else fmt_short_duration(e.duration)
             table.row([str(self.number[e.id]), self.when(e.start, sep="\n"), _title(e.type), end,
                        f"{e.confidence:.2f}", e.review or "-", fmt_detail(e.detail), "" if thumb else "-"],
                       images={7: thumb} if thumb else None, colors={2: TYPE_COLORS.get(e.type, MUTED)})

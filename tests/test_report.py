@@ -1,0 +1,234 @@
+"""Reports: PDF with real JPEG snapshots and Unicode names, CSV, JSON."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bot import report
+from bot.events import EVENT_TITLES, Event
+from bot.policy import Policy
+from bot.report import ReportData, build_csv, build_json, build_pdf, find_fonts
+from bot.score import score
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+IMAGES = SHARED / "media" / "images"
+NAME = "Zoë Ñúñez"
+CJK_NAME = "李雷"
+
+needs_pdftotext = pytest.mark.skipif(shutil.which("pdftotext") is None,
+                                     reason="pdftotext (poppler-utils) is not installed")
+needs_pdftoppm = pytest.mark.skipif(shutil.which("pdftoppm") is None,
+                                    reason="pdftoppm (poppler-utils) is not installed: cannot render pages")
+
+
+def snapshots() -> list[bytes]:
+    """JPEG crops of the shared test images, like the pipeline's evidence frames."""
+    paths = sorted(IMAGES.glob("*.jpg"))
+    if not paths:
+        pytest.skip(f"no shared test images in {IMAGES}")
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            crop = im.crop((w // 8, h // 8, w // 8 + min(w - w // 8, 640), h // 8 + min(h - h // 8, 480)))
+            buf = io.BytesIO()
+            crop.save(buf, format="JPEG", quality=85)
+            out.append(buf.getvalue())
+    return out
+
+
+def live_interview(name: str = NAME) -> dict:
+    return {
+        "id": "iv-123",
+        "candidate_name": name,
+        "interviewer_email": "lead@example.com",
+        "started_at": "2025-03-04T14:00:00+00:00",
+        "ended_at": datetime(2025, 3, 4, 14, 20, tzinfo=timezone.utc),  # the store may hand back datetimes
+        "policy": {"rules": {"looking_away": {"dwell": 4.0}}},
+    }
+
+
+def sample_events() -> list[Event]:
+    snaps = snapshots()
+    return [
+        Event("face_missing", 30.0, 42.5, 0.97, {}, snaps[0], interview_id="iv-123"),
+        Event("suspicious_object", 95.0, 131.0, 0.72, {"label": "cell phone", "confidence": 0.81},
+              snaps[1 % len(snaps)], interview_id="iv-123"),
+        Event("multiple_faces", 300.0, 312.0, 0.9, {"count": 2}, snaps[2 % len(snaps)], interview_id="iv-123",
+              review="confirmed"),
+        Event("looking_away", 400.0, 406.0, 0.8, {"yaw": 41.5, "pitch": 3.0}, None, interview_id="iv-123",
+              review="dismissed"),
+        Event("background_voice", 610.0, 617.5, 0.54, {"level_db": -23.4, "face_visible": False},
+              snaps[3 % len(snaps)], interview_id="iv-123"),
+        Event("tab_hidden", 900.0, 960.0, 1.0, {}, None, interview_id="iv-123"),
+    ]
+
+
+def audit_log(events: list[Event]) -> list[dict]:
+    return [
+        {"at": "2025-03-04T14:21:00+00:00", "by": "lead@example.com", "event_id": events[2].id,
+         "action": "confirmed", "note": "A second person entered — seen clearly"},
+        {"at": datetime(2025, 3, 4, 14, 22, tzinfo=timezone.utc), "by": "lead@example.com",
+         "event_id": events[3].id, "action": "dismissed", "note": "Reading the question from the shared screen"},
+    ]
+
+
+def pdf_text(pdf: bytes, tmp_path: Path, *args: str) -> str:
+    path = tmp_path / "report.pdf"
+    path.write_bytes(pdf)
+    return subprocess.run(["pdftotext", *args, str(path), "-"], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def page_count(pdf: bytes) -> int:
+    return len(re.findall(rb"/Type /Page\b(?!s)", pdf))
+
+
+def test_report_data_defaults_from_interview():
+    events = sample_events()
+    data = ReportData(interview=live_interview(), events=list(reversed(events)))
+    assert [e.start for e in data.events] == sorted(e.start for e in events)
+    assert data.policy is not None and data.policy.rules["looking_away"].dwell == 4.0
+    assert data.score == score(events, data.policy)
+    assert data.duration == 20 * 60
+
+
+@needs_pdftotext
+def test_pdf_text_has_name_score_types_and_times(tmp_path: Path):
+    events = sample_events()
+    data = ReportData(interview=live_interview(f"{NAME} {CJK_NAME}"), events=events, audit=audit_log(events))
+    pdf = build_pdf(data)
+    assert pdf.startswith(b"%PDF")
+    text = pdf_text(pdf, tmp_path)
+    assert NAME in text
+    if find_fonts().fallbacks:
+        assert CJK_NAME in text
+    assert data.score is not None and f"{data.score.value:.1f}" in text
+    assert f"{data.score.risk.upper()} RISK" in text
+    for e in events:
+        assert EVENT_TITLES[e.type] in text
+    for section in ("Events by type", "Timeline", "Needs review", "All events (6)", "Review audit log", "Policy"):
+        assert section in text
+    flat = " ".join(text.split())  # table cells wrap
+    assert "lead@example.com" in text and "Reading the question from the shared screen" in flat
+    # live: clock time and offset
+    assert "14:01:35" in text and "+1:35" in text
+    assert "20 min 00 s" in text
+
+
+@needs_pdftotext
+def test_offline_report_shows_offsets_and_source(tmp_path: Path):
+    interview = {"id": None, "candidate_name": "student", "interviewer_email": None,
+                 "source": "/media/student.mkv", "duration": 95.3, "policy": Policy().to_dict()}
+    events = [Event("suspicious_object", 30.0, 41.0, 0.62, {"label": "cell phone", "confidence": 0.71},
+                    snapshots()[0])]
+    text = pdf_text(build_pdf(ReportData(interview=interview, events=events)), tmp_path)
+    assert "student.mkv" in text and "1 min 35 s" in text
+    assert "0:30" in text and "14:" not in text
+
+
+@needs_pdftotext
+def test_hundreds_of_events_paginate(tmp_path: Path):
+    snaps = snapshots()
+    kinds = ["face_missing", "looking_away", "suspicious_object", "background_voice", "eyes_closed"]
+    events = [Event(kinds[i % len(kinds)], 5.0 * i, 5.0 * i + 3.0, 0.8, {"n": i}, snaps[i % len(snaps)])
+              for i in range(300)]
+    pdf = build_pdf(ReportData(interview=live_interview(), events=events))
+    pages = page_count(pdf)
+    assert pages > 20
+    text = pdf_text(pdf, tmp_path, "-layout")
+    assert f"Page {pages} of {pages}" in text
+    assert "All events (300)" in text
+    # the events table repeats its header on each page it spans, and every event is listed
+    assert text.count("Snapshot") >= 20
+    numbers = set(re.findall(r"^\s*(\d{1,3})\s+14:\d\d:\d\d", text, flags=re.M))
+    assert {str(i) for i in range(1, 301)} <= numbers
+
+
+def test_core_font_fallback_when_no_ttf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setattr(report, "find_fonts", lambda: report.Fonts(None, None))
+    events = sample_events()
+    pdf = build_pdf(ReportData(interview=live_interview(f"{NAME} {CJK_NAME} — ≥"), events=events,
+                               audit=audit_log(events)))
+    assert pdf.startswith(b"%PDF") and page_count(pdf) >= 2
+    if shutil.which("pdftotext"):
+        assert f"{NAME} ?? - >=" in pdf_text(pdf, tmp_path)
+
+
+def test_fonts_found():
+    fonts = find_fonts()
+    assert fonts.regular is not None and fonts.regular.name == "DejaVuSans.ttf"
+    assert fonts.bold is not None
+
+
+@needs_pdftoppm
+def test_pages_render(tmp_path: Path):
+    """Page 1 (summary, score, table, timeline) renders; the timeline shows each type's colour."""
+    events = sample_events()
+    pdf_path = tmp_path / "report.pdf"
+    pdf_path.write_bytes(build_pdf(ReportData(interview=live_interview(), events=events, audit=audit_log(events))))
+    subprocess.run(["pdftoppm", "-r", "60", "-png", "-f", "1", "-l", "2", str(pdf_path), str(tmp_path / "page")],
+                   check=True)
+    pngs = sorted(tmp_path.glob("page-*.png"))
+    assert len(pngs) == 2
+    with Image.open(pngs[0]) as im:
+        page = im.convert("RGB")
+    assert abs(page.width - 496) <= 2 and abs(page.height - 702) <= 2  # A4 at 60 dpi
+    colors = {tuple(int(v) for v in c) for c in np.unique(np.asarray(page).reshape(-1, 3), axis=0)}
+
+    def present(rgb: tuple[int, int, int]) -> bool:
+        return any(sum(abs(a - b) for a, b in zip(rgb, c)) <= 12 for c in colors)
+
+    for e in events:
+        if e.review != "dismissed":
+            assert present(report.TYPE_COLORS[e.type]), e.type
+    assert present(report.RISK_COLORS[ReportData(interview=live_interview(), events=events).score.risk])
+    with Image.open(pngs[1]) as im:  # page 2: event rows with their JPEG thumbnails
+        assert len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) > 500
+
+
+def test_csv_rows():
+    events = sample_events()
+    text = build_csv(ReportData(interview=live_interview(), events=events))
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0]) == ["id", "type", "start", "end", "duration", "confidence", "review", "detail"]
+    assert [r["id"] for r in rows] == [e.id for e in events]
+    phone = rows[1]
+    assert phone["type"] == "suspicious_object" and float(phone["duration"]) == 36.0
+    assert json.loads(phone["detail"]) == {"label": "cell phone", "confidence": 0.81}
+    assert rows[3]["review"] == "dismissed" and rows[0]["review"] == ""
+
+
+def test_json_document():
+    events = sample_events() + [Event("face_missing", 1000.0, None, 0.9)]
+    doc = build_json(ReportData(interview=live_interview(), events=events, audit=audit_log(events)))
+    text = json.dumps(doc)  # JSON-ready: datetimes turned into ISO strings, no bytes
+    assert "snapshot" not in text
+    assert set(doc) == {"interview", "events", "score", "audit"}
+    assert doc["interview"]["ended_at"] == "2025-03-04T14:20:00+00:00"
+    assert set(doc["score"]) == {"value", "risk", "needs_review", "by_type"}
+    assert doc["score"]["by_type"]["suspicious_object"]["count"] == 1
+    assert "looking_away" not in doc["score"]["by_type"]  # dismissed
+    assert len(doc["events"]) == 7 and doc["events"][-1]["end"] is None
+    assert doc["audit"][1]["at"] == "2025-03-04T14:22:00+00:00"
+
+
+def test_changing_weights_changes_the_report_score():
+    events = sample_events()
+    base = ReportData(interview=live_interview(), events=events)
+    iv = live_interview()
+    iv["policy"] = {"scoring": {"weights": {"tab_hidden": 30.0}}}
+    heavier = ReportData(interview=iv, events=events)
+    assert base.score is not None and heavier.score is not None
+    assert heavier.score.value < base.score.value
