@@ -41,7 +41,7 @@
     const interviewerHere = app.participants.some((p) => p.role === "interviewer");
     const pill = $("conn-status");
     pill.textContent = state === "in-call" ? "In call" : state === "connected"
-      ? (interviewerHere ? "Connecting the call…" : "Waiting for the interviewer") : "Connecting…";
+      ? (interviewerHere ? "Connecting the call…" : "Waiting for the interviewer") : app.kicked ? "Disconnected" : "Connecting…";
     pill.className = "pill " + (state === "in-call" ? "pill-ok" : state === "connected" ? "pill-info" : "pill-muted");
     const connectedCall = state === "in-call";
     $("remote-placeholder").hidden = connectedCall;
@@ -207,6 +207,7 @@
     app.conn = P.connectSocket({
       onConnect() {
         if (app.everConnected) closeAllPeers(); // new sid: the interviewer and the bot offer again
+        app.kicked = false;
         app.everConnected = true;
         app.connected = true;
         banner(null);
@@ -225,7 +226,9 @@
         // The server closed this socket: the link was opened in another tab or window (which replaced
         // this one), or the interview has ended.
         app.connected = false;
+        app.kicked = true;
         closeAllPeers();
+        onParticipants({ participants: [] }); // unknown now: do not show a stale "bot present"
         banner("This page was disconnected: the interview was opened in another tab or window, or it has ended.", "warn",
           { label: "Reconnect here", onClick: () => { banner("Reconnecting…", "info"); app.conn.reconnect(); } });
         updateState();

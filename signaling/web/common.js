@@ -343,7 +343,8 @@
         }
         const at = msg.at ? new Date(typeof msg.at === "number" && msg.at < 1e12 ? msg.at * 1000 : msg.at) : new Date();
         const roleName = { interviewer: "Interviewer", candidate: "Candidate", bot: "Proctoring bot" }[msg.from_role] || "Someone";
-        const who = msg.name ? msg.name + " (" + roleName.toLowerCase() + ")" : roleName;
+        const who = msg.name && msg.name.toLowerCase() !== msg.from_role && msg.name !== roleName
+          ? msg.name + " (" + roleName.toLowerCase() + ")" : roleName;
         add({ who, text: msg.text, at: isNaN(at) ? new Date() : at }, msg.from_role === myRole);
       },
     };

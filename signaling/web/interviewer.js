@@ -2,7 +2,7 @@
  * presence, live alerts (toasts + timeline), review of events, end of interview and report links, chat.
  *
  * Test hooks: `window.proctorAlerts` (every `alert` received: {change, event, receivedAt}) and
- * `document.body.dataset.state` ("connecting" | "connected" | "in-call"). */
+ * `document.body.dataset.state` ("connecting" | "connected" | "in-call"; "ended" after End interview). */
 (function () {
   "use strict";
   const P = window.Proctor;
@@ -47,6 +47,7 @@
   // ------------------------------------------------------------------ state
 
   function updateState() {
+    if (app.ended) return;
     const pc = app.call && app.call.pc;
     let state = "connecting";
     if (app.connected) state = pc && pc.connectionState === "connected" ? "in-call" : "connected";
@@ -268,6 +269,7 @@
     const prev = app.events.get(ev.id);
     const merged = Object.assign({}, prev || {}, ev);
     if ((ev.review === null || ev.review === undefined) && prev && prev.review) merged.review = prev.review;
+    if (prev && prev.has_snapshot) merged.has_snapshot = true;
     app.events.set(ev.id, merged);
   }
 
@@ -305,6 +307,7 @@
       onclick: () => reviewEvent(ev.id, action),
     }, label);
     const detail = detailText(ev.detail);
+    const thumb = ev.has_snapshot ? snapshotThumb(ev) : null;
     return el("li", {
       class: "event sev-" + (SEVERITY[ev.type] || "medium") + (open ? " event-open" : "") + (review ? " event-" + review : ""),
       dataset: { eventId: ev.id, type: ev.type || "", review },
@@ -314,11 +317,34 @@
         el("span", { class: "event-title" }, eventTitle(ev)),
         el("span", { class: "event-time" }, when),
         status),
-      el("div", { class: "event-meta" }, [conf, detail].filter(Boolean).join(" · ")),
+      el("div", { class: "event-body" },
+        thumb,
+        el("div", { class: "event-meta" }, [conf, detail].filter(Boolean).join(" · "))),
       el("div", { class: "event-actions" },
         reviewBtn("confirmed", "Confirm"),
         reviewBtn("dismissed", "Dismiss"),
         review ? el("span", { class: "event-review-state" }, review === "confirmed" ? "Confirmed" : "Dismissed") : null));
+  }
+
+  const snapshotFailed = new Set();
+
+  /** Thumbnail of the event's JPEG evidence (saved in the background: retried once if not there yet). */
+  function snapshotThumb(ev) {
+    if (snapshotFailed.has(ev.id)) return null;
+    const url = P.apiPath("/events/" + encodeURIComponent(ev.id) + "/snapshot") + "?token=" + encodeURIComponent(P.token());
+    const img = el("img", { src: url, alt: "Snapshot: " + eventTitle(ev), loading: "lazy", width: 96, height: 54 });
+    let retried = false;
+    img.addEventListener("error", () => {
+      if (!retried) {
+        retried = true;
+        setTimeout(() => { img.src = url + "&retry=1"; }, 2500);
+      } else {
+        snapshotFailed.add(ev.id);
+        link.remove();
+      }
+    });
+    const link = el("a", { class: "event-thumb", href: url, target: "_blank", rel: "noopener", title: "Open the snapshot" }, img);
+    return link;
   }
 
   async function loadEvents() {
@@ -361,7 +387,7 @@
   function onAlert(msg) {
     if (!msg || !msg.event) return;
     window.proctorAlerts.push({ change: msg.change, event: msg.event, receivedAt: performance.timeOrigin + performance.now() });
-    upsertEvent(msg.event);
+    upsertEvent(msg.has_snapshot ? Object.assign({}, msg.event, { has_snapshot: true }) : msg.event);
     renderEvents();
     if (msg.change === "opened") {
       const ev = msg.event;
@@ -414,6 +440,10 @@
     app.ended = true;
     btn.textContent = "Interview ended";
     hangUp();
+    // Leave the room: the candidate's page sees the interviewer go and drops the call. Alerts and the
+    // report stay available over HTTP.
+    app.connected = false;
+    app.conn.stop();
     if (app.localStream) app.localStream.getTracks().forEach((t) => t.stop());
     $("toggle-mic").disabled = true;
     $("toggle-cam").disabled = true;
@@ -427,7 +457,9 @@
     card.scrollIntoView({ behavior: "smooth", block: "nearest" });
     $("report-pdf").focus();
     loadEvents();
-    updateState();
+    P.setState("ended");
+    $("conn-status").textContent = "Interview ended";
+    $("conn-status").className = "pill pill-muted";
   }
 
   // ------------------------------------------------------------------ boot
@@ -482,6 +514,7 @@
       onKicked() {
         app.connected = false;
         hangUp();
+        onParticipants({ participants: [] });
         banner(app.ended ? "The interview has ended." : "The server closed this connection.", app.ended ? "ok" : "warn",
           app.ended ? null : { label: "Reconnect", onClick: () => { banner("Reconnecting…", "info"); app.conn.reconnect(); } });
         updateState();
