@@ -57,13 +57,15 @@ def _rules() -> dict[str, Rule]:
         "looking_away": Rule(dwell=3.0, threshold=30.0, min_samples=3),
         # eyes-closed score > threshold for > dwell seconds
         "eyes_closed": Rule(dwell=3.0, threshold=0.5, min_samples=3),
-        # a label seen with confidence >= threshold in >= min_samples samples within window
+        # a label seen with confidence >= threshold in >= min_samples samples within window, the hits
+        # spanning >= dwell seconds (so a brief glint, e.g. an ID badge read as a phone for a few
+        # frames, never fires, whatever the object sampling rate)
         "suspicious_object": Rule(
-            dwell=0.0, threshold=0.35, min_samples=2, window=3.0, gap=3.0,
+            dwell=0.8, threshold=0.35, min_samples=2, window=3.0, gap=3.0,
             labels=["cell phone", "book", "laptop"],
         ),
         # a second person (YOLO "person" count >= 2), like an object
-        "extra_person": Rule(dwell=0.0, threshold=0.5, min_samples=2, window=3.0, gap=3.0),
+        "extra_person": Rule(dwell=0.8, threshold=0.5, min_samples=2, window=3.0, gap=3.0),
         # speech while the candidate's mouth is still, for >= dwell seconds
         "background_voice": Rule(dwell=1.0, threshold=0.15, min_samples=2, window=3.0),
         # black / covered for > dwell seconds

@@ -207,6 +207,19 @@ def test_single_frame_cell_phone_at_half_confidence_does_not_fire():
     assert Run(dog, end=20).events() == []
 
 
+def test_id_badge_glint_does_not_fire_at_high_object_rate():
+    # yolov5n on student.mkv reads the badge as "cell phone" in frames 31-37 only (0.26-0.52, ~0.2 s);
+    # sampled at 5 fps that is two hits 0.2 s apart, every 1.73 s loop of the clip
+    badge = {1.0: 0.43, 1.2: 0.52, 2.8: 0.49, 3.0: 0.37, 4.6: 0.43, 4.8: 0.52}
+    obs = [ObjectObservation(t, (det("cell phone", badge[t]),) if t in badge else ()) for t in times(0, 8, 0.2)]
+    policy = Policy.from_dict({"sampling": {"object_fps": 5.0}})
+    assert Run(obs, end=8, policy=policy).events() == []
+    # while a phone held up for a second at that rate does fire
+    held = [ObjectObservation(t, (det("cell phone", 0.45),) if 2.0 <= t <= 3.0 else ()) for t in times(0, 8, 0.2)]
+    [e] = Run(held, end=8, policy=policy).events()
+    assert (e.start, e.end) == (pytest.approx(2.0), pytest.approx(3.0))
+
+
 def test_persistent_objects_one_event_per_label():
     def fn(t: float) -> tuple[Detection, ...]:
         out = []
