@@ -82,7 +82,7 @@ class _TrackReader:
         self.frames_received = 0
         self.tracks_attached = 0
         self.last_frame_at: float = clock()  # call time of the last frame (or of attach/creation)
-        self.handle_seconds = 0.0  # CPU spent handling received frames (not decoding)
+        self.handle_seconds = 0.0  # CPU (thread time) spent handling received frames, decoding excluded
         self._task: asyncio.Task[None] | None = None
         self._track: MediaStreamTrack | None = None
         self._closed = False
@@ -137,11 +137,11 @@ class _TrackReader:
         try:
             while True:
                 frame = await track.recv()
-                started = time.perf_counter()
+                started = time.thread_time()
                 self.frames_received += 1
                 self.last_frame_at = self.clock()
                 self._on_frame(frame)
-                self.handle_seconds += time.perf_counter() - started
+                self.handle_seconds += time.thread_time() - started
         except MediaStreamError:
             log.info("%s track %s ended after %d frames", self.kind, track.id, self.frames_received)
         except asyncio.CancelledError:
@@ -181,7 +181,7 @@ class LatestFrame(_TrackReader):
         super().__init__(clock, max_skew=max_skew)
         self.frames_dropped = 0  # replaced before any consumer took them
         self.frames_taken = 0
-        self.convert_seconds = 0.0
+        self.convert_seconds = 0.0  # CPU (thread time) spent converting to BGR
         self._t: float | None = None
         self._frame: av.VideoFrame | None = None
         self._taken = False
@@ -207,9 +207,9 @@ class LatestFrame(_TrackReader):
         if self._frame is None or self._t is None:
             return None
         if self._converted is None:
-            started = time.perf_counter()
+            started = time.thread_time()
             image = self._frame.to_ndarray(format="bgr24")
-            self.convert_seconds += time.perf_counter() - started
+            self.convert_seconds += time.thread_time() - started
             self._converted = VideoFrame(t=self._t, image=image)
         if not self._taken:
             self._taken = True
