@@ -1,0 +1,119 @@
+"""FaceDetector on real media: counts, pose sign, looking away, backs of heads."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import cv2
+import pytest
+
+from bot.detectors.faces import FaceDetector
+from bot.frames import VideoFrame
+from bot.policy import Policy
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+MEDIA = SHARED / "media"
+MODELS = SHARED / "models"
+
+
+def _detector(policy: Policy | None = None) -> FaceDetector:
+    return FaceDetector(policy or Policy(), MODELS / "face_detection_yunet_2023mar.onnx",
+                        MODELS / "face_landmarker.task")
+
+
+@pytest.fixture(scope="module")
+def faces():
+    d = _detector()
+    yield d
+    d.close()
+
+
+def video(name: str, step: int = 1):
+    with av.open(str(MEDIA / "video" / name)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i % step == 0:
+                yield i, VideoFrame(t=i / 10.0, image=f.to_ndarray(format="bgr24"))
+
+
+def image(name: str) -> VideoFrame:
+    img = cv2.imread(str(MEDIA / "images" / name))
+    assert img is not None, name
+    return VideoFrame(t=0.0, image=img)
+
+
+@pytest.mark.parametrize("name,count", [
+    ("astronaut.png", 1), ("obama.jpg", 1), ("two_people.jpg", 2), ("dog.jpg", 0),
+])
+def test_image_face_counts(faces, name, count):
+    obs = faces.process(image(name))
+    assert obs.count == count
+    assert len(obs.faces) == count
+    if count:
+        assert obs.yaw is not None and abs(obs.yaw) < 20
+        assert not obs.looking_away
+        assert all(f.score >= 0.6 for f in obs.faces)
+    else:
+        assert obs.yaw is None and not obs.looking_away
+
+
+def test_largest_face_is_first(faces):
+    obs = faces.process(image("two_people.jpg"))
+    areas = [f.box[2] * f.box[3] for f in obs.faces]
+    assert areas == sorted(areas, reverse=True)
+
+
+def test_two_faces_in_every_gif_frame(faces):
+    counts = [faces.process(fr).count for _, fr in video("head-pose-face-detection-female-and-male.gif")]
+    assert len(counts) == 56
+    assert sum(c == 2 for c in counts) >= 54, counts
+    assert max(counts) == 2
+
+
+@pytest.mark.slow
+def test_backs_of_heads_are_not_faces(faces):
+    # YuNet alone fires (score up to ~0.8) on the backs of heads in this clip; every frame has no face.
+    counts = [faces.process(fr).count for _, fr in video("one-by-one-person-detection.mp4")]
+    assert len(counts) == 1394
+    assert max(counts) == 0
+
+
+@pytest.mark.parametrize("name", ["student.mkv", "thanks.mkv"])
+def test_frontal_webcam_clips(faces, name):
+    obs = [faces.process(fr) for _, fr in video(name)]
+    assert all(o.count == 1 for o in obs)
+    assert not any(o.looking_away for o in obs)
+    assert all(abs(o.yaw) < 10 and abs(o.gaze_x) < 0.3 and abs(o.gaze_y) < 0.3 for o in obs)
+    assert all(0 <= o.eyes_closed < 0.5 and 0 <= o.mouth_open < 0.3 for o in obs)
+
+
+def test_head_turns_and_yaw_sign(faces):
+    obs = {i: faces.process(fr) for i, fr in video("head-pose-face-detection-female.gif")}
+    assert len(obs) == 23 and all(o.count == 1 for o in obs.values())
+    # Frames 0-5: turned strongly towards the image's left (her right): yaw > 0 by convention.
+    for i in range(0, 6):
+        assert obs[i].yaw > 35 and obs[i].looking_away, (i, obs[i])
+    # Frontal frames away from the transitions.
+    for i in (8, 9, 10, 17, 18, 19, 20):
+        assert abs(obs[i].yaw) < 20 and not obs[i].looking_away, (i, obs[i])
+    # Frames 12-14: turned the other way (towards the image's right), ~28-30 degrees.
+    for i in (12, 13, 14):
+        assert obs[i].yaw < -25, (i, obs[i])
+
+
+def test_looking_away_follows_the_policy_threshold():
+    policy = Policy.from_dict({"rules": {"looking_away": {"threshold": 25.0}}})
+    d = _detector(policy)
+    try:
+        obs = {i: d.process(fr) for i, fr in video("head-pose-face-detection-female.gif")}
+    finally:
+        d.close()
+    assert all(obs[i].looking_away for i in (0, 1, 2, 3, 4, 5, 12, 13, 14))
+    assert not any(obs[i].looking_away for i in (8, 9, 10, 17, 18, 19, 20))
+
+
+def test_closed_detector_refuses_frames():
+    d = _detector()
+    d.close()
+    d.close()  # idempotent
+    with pytest.raises(RuntimeError):
+        d.process(image("astronaut.png"))
