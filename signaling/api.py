@@ -1,0 +1,440 @@
+"""The HTTP API (aiohttp): interviews, bot invitation, events, reviews, reports.
+
+JSON in and out. Auth by ``Authorization: Bearer <token>`` or ``?token=``.
+401 missing/forged/expired token, 403 wrong role or other interview, 404 unknown
+interview, 400 bad body, 413 oversized body, 503 when a collaborator (bots, reports)
+is not configured or the machine is at capacity. Unexpected exceptions become a
+logged 500 with a JSON body; bad input is rejected before it can get there.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, Protocol
+from urllib.parse import quote
+
+from aiohttp import web
+
+from bot.events import REVIEW_STATES
+from bot.policy import Policy, PolicyError
+from signaling import tokens
+from signaling.tokens import Claims, TokenError
+
+log = logging.getLogger("signaling.api")
+
+MAX_BODY = 64 * 1024  # bytes of a JSON request body
+MAX_NAME = 200
+MAX_EMAIL = 254
+MAX_NOTE = 2000
+
+DEFAULT_NAMES = {"interviewer": "Interviewer", "candidate": "Candidate", "bot": "Proctor bot"}
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@" + _LABEL + r"(?:\." + _LABEL + r")*$")
+_EVENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+class Capacity(Exception):
+    """Raised by ``bots.invite`` when the machine already runs ``max_bots`` bots (-> 503).
+
+    Any exception class named ``Capacity`` is treated the same, so the bot worker may
+    define its own.
+    """
+
+
+class Bots(Protocol):
+    async def invite(self, interview: dict, bot_token: str, server_url: str) -> None: ...
+    async def end(self, interview_id: str) -> None: ...
+    def is_present(self, interview_id: str) -> bool: ...
+
+
+class Reports(Protocol):
+    async def pdf(self, interview_id: str) -> bytes: ...
+    async def csv(self, interview_id: str) -> str: ...
+    async def json(self, interview_id: str) -> dict: ...
+    async def finish(self, interview_id: str) -> dict: ...
+
+
+class Hub(Protocol):
+    """What the API needs from the Socket.IO side (`signaling.server.Hub`)."""
+
+    async def close_interview(self, interview_id: str) -> None: ...
+
+
+SETTINGS = web.AppKey("settings", object)
+STORE = web.AppKey("store", object)
+SECRET = web.AppKey("secret", str)
+BOTS = web.AppKey("bots", object)
+REPORTS = web.AppKey("reports", object)
+HUB = web.AppKey("hub", object)
+ENDING = web.AppKey("ending", set)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default, ensure_ascii=False)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        return None
+    return str(value)
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=_dumps)
+
+
+def error(status: int, message: str, **headers: str) -> web.HTTPException:
+    """An HTTP error with a JSON body ``{"error": message}``, ready to raise."""
+    exc = web.HTTPException(text=_dumps({"error": message}), content_type="application/json", headers=headers)
+    exc.set_status(status)
+    return exc
+
+
+# --- middleware ----------------------------------------------------------------------
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    """JSON bodies for API errors; unexpected exceptions become a logged 500."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if (
+            request.path.startswith("/api/")
+            and exc.status >= 400
+            and exc.content_type != "application/json"
+        ):
+            return json_response({"error": exc.reason or "error"}, status=exc.status)
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        if type(exc).__name__ == "StoreUnavailable":  # adapters.store: the database is away
+            log.warning("%s %s: %s", request.method, request.path, exc)
+            return json_response({"error": "the database is unavailable; try again shortly"}, status=503)
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        if request.path.startswith("/api/") or request.path.startswith("/socket.io"):
+            return json_response({"error": "internal server error"}, status=500)
+        return web.Response(status=500, text="internal server error")
+
+
+# --- request helpers -----------------------------------------------------------------
+
+def request_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    token = request.query.get("token")
+    return token or None
+
+
+def authenticate(request: web.Request, roles: tuple[str, ...] = ("interviewer",)) -> Claims:
+    """The token's claims if it may act on the interview in the path; else 401/403."""
+    token = request_token(request)
+    if token is None:
+        raise error(401, "missing token", **{"WWW-Authenticate": "Bearer"})
+    try:
+        claims = tokens.verify(request.app[SECRET], token)
+    except TokenError as e:
+        raise error(401, f"invalid token: {e.reason}", **{"WWW-Authenticate": "Bearer"}) from None
+    if claims.role not in roles:
+        raise error(403, f"this needs a token of role {' or '.join(roles)}, not {claims.role}")
+    if claims.interview_id != request.match_info.get("id"):
+        raise error(403, "the token is for another interview")
+    return claims
+
+
+async def interview_or_404(request: web.Request, interview_id: str) -> dict:
+    interview = await request.app[STORE].get_interview(interview_id)
+    if interview is None:
+        raise error(404, "unknown interview")
+    return interview
+
+
+def collaborator(request: web.Request, key: web.AppKey, what: str) -> Any:
+    obj = request.app.get(key)
+    if obj is None:
+        raise error(503, f"{what} not available on this server")
+    return obj
+
+
+async def read_json(request: web.Request, limit: int = MAX_BODY) -> dict[str, Any]:
+    """The body as a JSON object; 413 past ``limit`` bytes, 400 if not a JSON object."""
+    if request.content_length is not None and request.content_length > limit:
+        raise error(413, f"body larger than {limit // 1024} KiB")
+    body = bytearray()
+    while True:
+        chunk = await request.content.read(64 * 1024)
+        if not chunk:
+            break
+        body += chunk
+        if len(body) > limit:
+            raise error(413, f"body larger than {limit // 1024} KiB")
+    if not body.strip():
+        raise error(400, "body must be a JSON object")
+    try:
+        data = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise error(400, "body is not UTF-8") from None
+    except (ValueError, RecursionError):
+        raise error(400, "body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise error(400, "body must be a JSON object")
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _only(data: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(k for k in data if k not in allowed)
+    if unknown:
+        raise error(400, f"unknown field {unknown[0][:50]!r} (allowed: {', '.join(allowed)})")
+
+
+def _text(data: dict[str, Any], key: str, limit: int, *, required: bool = True) -> str | None:
+    value = data.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise error(400, f"{key} must be a string")
+    value = value.strip()
+    if required and not value:
+        raise error(400, f"{key} must not be empty")
+    if len(value) > limit:
+        raise error(400, f"{key} is longer than {limit} characters")
+    if _CONTROL.search(value) and key != "note":
+        raise error(400, f"{key} must not contain control characters")
+    return value
+
+
+def valid_email(value: str) -> bool:
+    return len(value) <= MAX_EMAIL and _EMAIL.match(value) is not None and ".." not in value
+
+
+def parse_policy(value: Any) -> dict | None:
+    """The policy overrides as given, if `Policy.from_dict` accepts them; else 400."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise error(400, "policy must be a JSON object")
+    try:
+        Policy.from_dict(value)
+    except PolicyError as e:
+        raise error(400, str(e)) from None
+    except (ValueError, TypeError, OverflowError, RecursionError, AttributeError) as e:
+        raise error(400, f"invalid policy: {e}") from None
+    return value
+
+
+def _base_url(request: web.Request) -> str:
+    return request.app[SETTINGS].base_url
+
+
+def page_url(request: web.Request, interview_id: str, token: str) -> str:
+    return f"{_base_url(request)}/interview/{quote(interview_id, safe='')}?token={token}"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _is_capacity(exc: BaseException) -> bool:
+    return isinstance(exc, Capacity) or any(c.__name__ == "Capacity" for c in type(exc).__mro__)
+
+
+# --- handlers --------------------------------------------------------------------------
+
+async def create_interview(request: web.Request) -> web.Response:
+    data = await read_json(request)
+    _only(data, ("candidate_name", "interviewer_email", "policy"))
+    name = _text(data, "candidate_name", MAX_NAME)
+    email = _text(data, "interviewer_email", MAX_EMAIL)
+    assert name is not None and email is not None
+    if not valid_email(email):
+        raise error(400, "interviewer_email is not a valid email address")
+    policy = parse_policy(data.get("policy"))
+    interview = await request.app[STORE].create_interview(
+        candidate_name=name, interviewer_email=email, policy=policy)
+    iid = str(interview["id"])
+    settings = request.app[SETTINGS]
+    secret = request.app[SECRET]
+    ttl = settings.token_ttl
+    interviewer = tokens.issue(secret, iid, "interviewer", ttl, name=DEFAULT_NAMES["interviewer"])
+    candidate = tokens.issue(secret, iid, "candidate", ttl, name=name)
+    log.info("interview %s created", iid)
+    return json_response({
+        "id": iid,
+        "interviewer_url": page_url(request, iid, interviewer),
+        "candidate_url": page_url(request, iid, candidate),
+    }, status=201)
+
+
+async def invite_bot(request: web.Request) -> web.Response:
+    authenticate(request)
+    iid = request.match_info["id"]
+    bots = collaborator(request, BOTS, "the proctoring bot is")
+    interview = await interview_or_404(request, iid)
+    if interview.get("status") == "ended":
+        raise error(409, "the interview has ended")
+    if bots.is_present(iid):
+        return json_response({"status": "present"})
+    settings = request.app[SETTINGS]
+    bot_token = tokens.issue(request.app[SECRET], iid, "bot", settings.token_ttl, name=DEFAULT_NAMES["bot"])
+    try:
+        await bots.invite(interview, bot_token, settings.base_url)
+    except Exception as e:
+        if _is_capacity(e):
+            raise error(503, str(e) or "all bots are busy; try again later") from None
+        raise
+    return json_response({"status": "invited"}, status=202)
+
+
+async def end_interview(request: web.Request) -> web.Response:
+    authenticate(request)
+    iid = request.match_info["id"]
+    bots = collaborator(request, BOTS, "the proctoring bot is")
+    reports = collaborator(request, REPORTS, "reports are")
+    interview = await interview_or_404(request, iid)
+    ending: set[str] = request.app[ENDING]
+    if interview.get("status") == "ended" or iid in ending:
+        raise error(409, "the interview has already ended")
+    ending.add(iid)
+    try:
+        await bots.end(iid)
+        await request.app[STORE].update_interview(iid, status="ended", ended_at=_now().isoformat())
+        summary = await reports.finish(iid)
+    finally:
+        ending.discard(iid)
+    return json_response(summary if summary is not None else {"status": "ended"})
+
+
+async def list_events(request: web.Request) -> web.Response:
+    authenticate(request)
+    iid = request.match_info["id"]
+    await interview_or_404(request, iid)
+    events = await request.app[STORE].list_events(iid)
+    return json_response({"events": [e.to_dict() for e in events]})
+
+
+def _event_id(request: web.Request) -> str:
+    eid = request.match_info["event_id"]
+    if not _EVENT_ID.match(eid):
+        raise error(404, "unknown event")
+    return eid
+
+
+async def get_snapshot(request: web.Request) -> web.Response:
+    authenticate(request)
+    iid = request.match_info["id"]
+    eid = _event_id(request)
+    await interview_or_404(request, iid)
+    jpeg = await request.app[STORE].get_snapshot(iid, eid)
+    if not jpeg:
+        raise error(404, "no snapshot for this event")
+    return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+async def review_event(request: web.Request) -> web.Response:
+    claims = authenticate(request)
+    iid = request.match_info["id"]
+    eid = _event_id(request)
+    await interview_or_404(request, iid)
+    data = await read_json(request)
+    _only(data, ("review", "note"))
+    state = data.get("review")
+    if not isinstance(state, str) or state not in REVIEW_STATES:
+        raise error(400, f"review must be one of {', '.join(REVIEW_STATES)}")
+    note = _text(data, "note", MAX_NOTE, required=False) or ""
+    event = await request.app[STORE].review_event(
+        iid, eid, state=state, by=claims.name or claims.role, note=note)
+    if event is None:
+        raise error(404, "unknown event")
+    return json_response(event.to_dict())
+
+
+async def _report(request: web.Request) -> tuple[str, Any]:
+    authenticate(request)
+    iid = request.match_info["id"]
+    reports = collaborator(request, REPORTS, "reports are")
+    await interview_or_404(request, iid)
+    return iid, reports
+
+
+def _attachment(iid: str, ext: str) -> dict[str, str]:
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", iid)[:64]
+    return {"Content-Disposition": f'attachment; filename="interview-{safe}.{ext}"', "Cache-Control": "no-store"}
+
+
+async def _build(coro: Awaitable[Any]) -> Any:
+    try:
+        return await coro
+    except LookupError:  # deleted while the report was being built
+        raise error(404, "unknown interview") from None
+
+
+async def report_pdf(request: web.Request) -> web.Response:
+    iid, reports = await _report(request)
+    body = await _build(reports.pdf(iid))
+    return web.Response(body=body, content_type="application/pdf", headers=_attachment(iid, "pdf"))
+
+
+async def report_csv(request: web.Request) -> web.Response:
+    iid, reports = await _report(request)
+    text = await _build(reports.csv(iid))
+    return web.Response(text=text, content_type="text/csv", charset="utf-8", headers=_attachment(iid, "csv"))
+
+
+async def report_json(request: web.Request) -> web.Response:
+    iid, reports = await _report(request)
+    return json_response(await _build(reports.json(iid)))
+
+
+async def delete_interview(request: web.Request) -> web.Response:
+    authenticate(request)
+    iid = request.match_info["id"]
+    await interview_or_404(request, iid)
+    bots = request.app.get(BOTS)
+    if bots is not None and bots.is_present(iid):
+        await bots.end(iid)
+    hub = request.app.get(HUB)
+    if hub is not None:
+        await hub.close_interview(iid)
+    deleted = await request.app[STORE].delete_interview(iid)
+    log.info("interview %s deleted", iid)
+    return json_response({"deleted": bool(deleted)})
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response({"ok": True})
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/healthz", health)
+    r.add_post("/api/interviews", create_interview)
+    r.add_post("/api/interviews/{id}/bot", invite_bot)
+    r.add_post("/api/interviews/{id}/end", end_interview)
+    r.add_get("/api/interviews/{id}/events", list_events)
+    r.add_get("/api/interviews/{id}/events/{event_id}/snapshot", get_snapshot)
+    r.add_patch("/api/interviews/{id}/events/{event_id}", review_event)
+    r.add_get("/api/interviews/{id}/report.pdf", report_pdf)
+    r.add_get("/api/interviews/{id}/report.csv", report_csv)
+    r.add_get("/api/interviews/{id}/report.json", report_json)
+    r.add_delete("/api/interviews/{id}", delete_interview)
+
+
+__all__ = [
+    "BOTS", "Bots", "Capacity", "ENDING", "HUB", "MAX_BODY", "REPORTS", "Reports", "SECRET", "SETTINGS", "STORE",
+    "add_routes", "authenticate", "error", "error_middleware", "json_response", "read_json",
+]

@@ -1,0 +1,443 @@
+"""The signaling server: aiohttp app + python-socketio AsyncServer + the web pages.
+
+`create_app(settings, store, bots=..., reports=...)` builds it; `run(settings)` opens the
+Store and serves it on ``settings.host:settings.port`` until SIGINT/SIGTERM.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import socketio
+from aiohttp import web
+
+from bot.events import Event
+from signaling import api, protocol, tokens
+from signaling.protocol import ProtocolError, RateLimiter
+from signaling.rooms import Participant, Rooms
+from signaling.tokens import TokenError
+
+log = logging.getLogger("signaling.server")
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+SOCKET_IO_JS = WEB_DIR / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
+PAGES = {"interviewer": "interviewer.html", "candidate": "candidate.html"}
+MAX_TRANSPORT = 1024 * 1024  # Engine.IO packet / HTTP body ceiling (bot_event snapshots)
+SIO = web.AppKey("sio", socketio.AsyncServer)
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",  # the URL carries the token
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def room(interview_id: str) -> str:
+    return f"iv:{interview_id}"
+
+
+def interviewer_room(interview_id: str) -> str:
+    return f"iv:{interview_id}:interviewer"
+
+
+def as_unix(value: Any) -> float | None:
+    """A stored timestamp (datetime, naive = UTC; unix seconds; ISO text) as unix seconds."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.timestamp()
+    return None
+
+
+class EventWriter:
+    """Saves bot events in arrival order per interview, off the path of the alert."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self._queues: dict[str, deque[Event]] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    def put(self, event: Event) -> None:
+        iid = event.interview_id or ""
+        q = self._queues.get(iid)
+        if q is not None:
+            q.append(event)
+            return
+        self._queues[iid] = deque([event])
+        task = asyncio.get_running_loop().create_task(self._drain(iid))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self, iid: str) -> None:
+        q = self._queues[iid]
+        try:
+            while q:
+                event = q[0]
+                try:
+                    await self.store.save_event(event)
+                except Exception:
+                    log.exception("could not store event %s of interview %s", event.id, iid)
+                q.popleft()
+        finally:
+            self._queues.pop(iid, None)
+
+    async def flush(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+class Hub:
+    """Socket.IO handlers: auth on connect, rooms, relay, alerts."""
+
+    def __init__(self, sio: socketio.AsyncServer, store: Any, secret: str) -> None:
+        self.sio = sio
+        self.store = store
+        self.secret = secret
+        self.rooms = Rooms()
+        self.limits: dict[str, RateLimiter] = {}
+        self.started: dict[str, float] = {}  # interview id -> unix seconds the candidate first joined
+        self.writer = EventWriter(store)
+        self._tasks: set[asyncio.Task] = set()
+        sio.on("connect", self.connect)
+        sio.on("disconnect", self.disconnect)
+        sio.on("signal", self.on_signal)
+        sio.on("bot_event", self.on_bot_event)
+        sio.on("page_event", self.on_page_event)
+        sio.on("chat", self.on_chat)
+        sio.on("*", self.on_other)
+
+    # --- lifecycle ---
+
+    async def connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if not isinstance(token, str) or not token:
+            raise socketio.exceptions.ConnectionRefusedError("missing token")
+        try:
+            claims = tokens.verify(self.secret, token)
+        except TokenError as e:
+            raise socketio.exceptions.ConnectionRefusedError(f"invalid token: {e.reason}") from None
+        iid = claims.interview_id
+        try:
+            interview = await self.store.get_interview(iid)
+        except Exception:
+            log.exception("could not look up interview %s", iid)
+            raise socketio.exceptions.ConnectionRefusedError("server error, try again") from None
+        if interview is None:
+            raise socketio.exceptions.ConnectionRefusedError("unknown interview")
+        if interview.get("status") == "ended" and claims.role != "interviewer":
+            raise socketio.exceptions.ConnectionRefusedError("the interview has ended")
+        started = as_unix(interview.get("started_at"))
+        if started is not None:
+            self.started.setdefault(iid, started)
+
+        name = claims.name or api.DEFAULT_NAMES[claims.role]
+        replaced = self.rooms.join(iid, sid, claims.role, name)
+        self.limits[sid] = RateLimiter()
+        await self.sio.enter_room(sid, room(iid))
+        if claims.role == "interviewer":
+            await self.sio.enter_room(sid, interviewer_room(iid))
+        log.info("%s %s joined interview %s", claims.role, sid, iid)
+        if replaced is not None:
+            log.info("%s %s replaces %s in interview %s", claims.role, sid, replaced, iid)
+            self.limits.pop(replaced, None)
+            self._spawn(self.sio.disconnect(replaced))
+        if claims.role == "candidate" and iid not in self.started:
+            self.started[iid] = time.time()
+            self._spawn(self._mark_started(iid, self.started[iid]))
+        # after the CONNECT packet has gone out, so the newcomer gets the list too
+        self._spawn(self.announce(iid))
+
+    async def disconnect(self, sid: str, reason: Any = None) -> None:
+        self.limits.pop(sid, None)
+        p = self.rooms.leave(sid)
+        if p is not None:
+            log.info("%s %s left interview %s (%s)", p.role, sid, p.interview_id, reason)
+            await self.announce(p.interview_id)
+
+    async def announce(self, interview_id: str) -> None:
+        people = [p.public() for p in self.rooms.participants(interview_id)]
+        await self.sio.emit("participants", {"participants": people}, room=room(interview_id))
+
+    async def close_interview(self, interview_id: str) -> None:
+        """Disconnect every socket of the interview (its data is being deleted)."""
+        for p in self.rooms.participants(interview_id):
+            await self.sio.disconnect(p.sid)
+        self.started.pop(interview_id, None)
+
+    async def close(self) -> None:
+        for iid in self.rooms.interviews():
+            for p in self.rooms.participants(iid):
+                await self.sio.disconnect(p.sid)
+        await self.writer.flush()
+
+    async def _mark_started(self, interview_id: str, at: float) -> None:
+        try:
+            await self.store.update_interview(
+                interview_id, started_at=datetime.fromtimestamp(at, timezone.utc).isoformat(), status="live")
+        except Exception:
+            log.exception("could not mark interview %s started", interview_id)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- messages ---
+
+    async def reply_error(self, sid: str, event: str, message: str) -> None:
+        limiter = self.limits.get(sid)
+        if limiter is not None and not limiter.allow("error", time.monotonic()):
+            return  # a flood: stop answering, keep serving
+        await self.sio.emit("error", {"error": message, "for": event[:64]}, to=sid)
+
+    async def _accept(
+        self, event: str, sid: str, args: tuple, roles: tuple[str, ...] | None = None
+    ) -> tuple[Participant, protocol.Message] | None:
+        """The sender and the parsed message, or None after replying with an error."""
+        p = self.rooms.get(sid)
+        limiter = self.limits.get(sid)
+        if p is None or limiter is None:
+            await self.reply_error(sid, event, "not joined to an interview")
+            return None
+        err = limiter.check(event, time.monotonic())
+        if err is None and roles is not None and p.role not in roles:
+            err = f"only the {' or '.join(roles)} may send {event}"
+        if err is None and len(args) != 1:
+            err = f"{event} takes exactly one JSON object"
+        if err is None:
+            try:
+                return p, protocol.parse(event, args[0])
+            except ProtocolError as e:
+                err = str(e)
+        await self.reply_error(sid, event, err)
+        return None
+
+    async def on_signal(self, sid: str, *args: Any) -> None:
+        got = await self._accept("signal", sid, args)
+        if got is None:
+            return
+        p, msg = got
+        assert isinstance(msg, protocol.Signal)
+        if msg.to == sid or not self.rooms.same_interview(sid, msg.to):
+            await self.reply_error(sid, "signal", "unknown recipient: not a participant of this interview")
+            return
+        await self.sio.emit(
+            "signal", {"from": sid, "role": p.role, "kind": msg.kind, "data": msg.data}, to=msg.to)
+
+    async def on_bot_event(self, sid: str, *args: Any) -> None:
+        got = await self._accept("bot_event", sid, args, roles=("bot",))
+        if got is None:
+            return
+        p, msg = got
+        assert isinstance(msg, protocol.BotEvent)
+        event = msg.event
+        event.interview_id = p.interview_id
+        self.writer.put(event)  # ordered, saved in the background
+        await self.sio.emit(
+            "alert",
+            {"change": msg.change, "event": event.to_dict(), "has_snapshot": event.snapshot is not None},
+            room=interviewer_room(p.interview_id),
+        )
+
+    async def on_page_event(self, sid: str, *args: Any) -> None:
+        got = await self._accept("page_event", sid, args, roles=("candidate",))
+        if got is None:
+            return
+        p, msg = got
+        assert isinstance(msg, protocol.PageEvent)
+        bot = self.rooms.sid_of(p.interview_id, "bot")
+        if bot is None:
+            return
+        started = self.started.get(p.interview_id)
+        t = 0.0 if started is None else max(0.0, round(time.time() - started, 3))
+        await self.sio.emit("page_event", {"kind": msg.kind, "active": msg.active, "t": t}, to=bot)
+
+    async def on_chat(self, sid: str, *args: Any) -> None:
+        got = await self._accept("chat", sid, args)
+        if got is None:
+            return
+        p, msg = got
+        assert isinstance(msg, protocol.Chat)
+        await self.sio.emit(
+            "chat",
+            {"from_role": p.role, "name": p.name, "text": msg.text, "at": round(time.time(), 3)},
+            room=room(p.interview_id),
+        )
+
+    async def on_other(self, event: str, sid: str, *args: Any) -> None:
+        if self.rooms.get(sid) is None:
+            return
+        await self.reply_error(sid, str(event), f"unknown event {str(event)[:64]!r}")
+
+
+# --- pages and static files ---------------------------------------------------------------
+
+def _text_error(status: int, message: str) -> web.HTTPException:
+    exc = web.HTTPException(text=message, headers=PAGE_HEADERS)
+    exc.set_status(status)
+    return exc
+
+
+async def interview_page(request: web.Request) -> web.StreamResponse:
+    token = api.request_token(request)
+    if token is None:
+        raise _text_error(401, "This link has no access token.")
+    try:
+        claims = tokens.verify(request.app[api.SECRET], token)
+    except TokenError as e:
+        msg = "This link has expired." if e.reason == "expired" else "This link is not valid."
+        raise _text_error(401, msg) from None
+    if claims.role not in PAGES:
+        raise _text_error(403, "This token cannot open a page.")
+    iid = request.match_info["id"]
+    if claims.interview_id != iid:
+        raise _text_error(403, "This link is for another interview.")
+    if await request.app[api.STORE].get_interview(iid) is None:
+        raise _text_error(404, "This interview does not exist (any more).")
+    path = WEB_DIR / PAGES[claims.role]
+    if not path.is_file():
+        raise _text_error(503, "The web pages are not installed on this server.")
+    return web.FileResponse(path, headers=PAGE_HEADERS)
+
+
+async def socket_io_js(request: web.Request) -> web.StreamResponse:
+    if not SOCKET_IO_JS.is_file():
+        raise _text_error(404, "socket.io-client is not installed (npm ci in signaling/web).")
+    return web.FileResponse(SOCKET_IO_JS, headers={"Cache-Control": "public, max-age=86400"})
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    rel = request.match_info["path"]
+    parts = rel.split("/")
+    if any(not part or part.startswith(".") or part == "node_modules" or "\\" in part for part in parts):
+        raise _text_error(404, "Not found.")
+    path = (WEB_DIR / rel).resolve()
+    if not path.is_relative_to(WEB_DIR) or not path.is_file() or path.name.startswith("package"):
+        raise _text_error(404, "Not found.")
+    return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+
+# --- the app -------------------------------------------------------------------------------
+
+def _cors_origins(settings: Any) -> list[str] | None:
+    """None: Engine.IO's same-origin check; with a public URL, that origin and the local one."""
+    if not settings.public_url:
+        return None
+    u = urlsplit(settings.public_url)
+    return [f"{u.scheme}://{u.netloc}", f"http://{settings.host}:{settings.port}"]
+
+
+def create_app(settings: Any, store: Any, *, bots: Any = None, reports: Any = None) -> web.Application:
+    """The aiohttp app with the API, the pages and the Socket.IO server mounted on it.
+
+    ``bots``: ``async invite(interview, bot_token, server_url)`` (may raise a ``Capacity``
+    error -> 503), ``async end(interview_id)``, ``is_present(interview_id) -> bool``.
+    ``reports``: ``async pdf(iid) -> bytes``, ``async csv(iid) -> str``, ``async json(iid) -> dict``,
+    ``async finish(iid) -> dict``. Either None: their routes answer 503.
+    """
+    secret = settings.ensure_secret()
+    app = web.Application(client_max_size=MAX_TRANSPORT, middlewares=[api.error_middleware])
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp",
+        max_http_buffer_size=MAX_TRANSPORT,
+        cors_allowed_origins=_cors_origins(settings),
+        logger=False,
+        engineio_logger=False,
+    )
+    hub = Hub(sio, store, secret)
+    app[api.SETTINGS] = settings
+    app[api.STORE] = store
+    app[api.SECRET] = secret
+    app[api.BOTS] = bots
+    app[api.REPORTS] = reports
+    app[api.HUB] = hub
+    app[api.ENDING] = set()
+    app[SIO] = sio
+    sio.attach(app)
+    api.add_routes(app)
+    app.router.add_get("/interview/{id}", interview_page)
+    app.router.add_get("/static/vendor/socket.io.min.js", socket_io_js)
+    app.router.add_get("/static/{path:.+}", static_file)
+
+    async def on_shutdown(app: web.Application) -> None:
+        await hub.close()
+
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+async def _build(value: Any, store: Any, marker: str) -> Any:
+    """An instance as is; a factory ``(store) -> instance`` (sync or async) is called."""
+    if value is None or hasattr(value, marker) or not callable(value):
+        return value
+    made = value(store)
+    return await made if inspect.isawaitable(made) else made
+
+
+async def _close(obj: Any) -> None:
+    for name in ("aclose", "close"):
+        fn = getattr(obj, name, None)
+        if callable(fn):
+            result = fn()
+            if inspect.isawaitable(result):
+                await result
+            return
+
+
+async def make_app(settings: Any, *, bots: Any = None, reports: Any = None) -> web.Application:
+    """Open the Store and build the app; the Store (and bots/reports, if they have
+    ``close``/``aclose``) are closed when the app is cleaned up."""
+    from adapters.store import Store
+
+    store = await Store.open(settings)
+    try:
+        bots_obj = await _build(bots, store, "invite")
+        reports_obj = await _build(reports, store, "pdf")
+        app = create_app(settings, store, bots=bots_obj, reports=reports_obj)
+    except BaseException:
+        await store.close()
+        raise
+
+    async def shutdown_bots(app: web.Application) -> None:
+        if bots_obj is not None:
+            await _close(bots_obj)
+
+    async def close_store(app: web.Application) -> None:
+        try:
+            if reports_obj is not None:
+                await _close(reports_obj)
+        finally:
+            await store.close()
+
+    app.on_shutdown.append(shutdown_bots)
+    app.on_cleanup.append(close_store)
+    return app
+
+
+def run(settings: Any, *, bots: Any = None, reports: Any = None) -> None:
+    """Serve until SIGINT/SIGTERM, then shut down gracefully (sockets closed, events flushed,
+    Store closed). ``bots``/``reports`` are instances or factories taking the open Store."""
+    log.info("serving on http://%s:%s (public %s)", settings.host, settings.port, settings.base_url)
+    web.run_app(
+        make_app(settings, bots=bots, reports=reports),
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=10.0,
+        access_log=None,
+        print=None,
+    )

@@ -1,0 +1,190 @@
+"""Helpers for the signaling tests: a running server on a free port, recording bots/reports
+collaborators, and Socket.IO clients that queue what they receive."""
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import aiohttp
+import socketio
+from aiohttp import web
+
+from signaling import tokens
+from signaling.server import create_app
+from tests.conftest import free_port
+
+
+class RecordingBots:
+    """The bots collaborator as the lead's worker implements it, recording calls."""
+
+    def __init__(self, *, capacity_error: Exception | None = None) -> None:
+        self.invited: list[tuple[dict, str, str]] = []
+        self.ended: list[str] = []
+        self.present: set[str] = set()
+        self.capacity_error = capacity_error
+
+    async def invite(self, interview: dict, bot_token: str, server_url: str) -> None:
+        if self.capacity_error is not None:
+            raise self.capacity_error
+        self.invited.append((interview, bot_token, server_url))
+        self.present.add(interview["id"])
+
+    async def end(self, interview_id: str) -> None:
+        self.ended.append(interview_id)
+        self.present.discard(interview_id)
+
+    def is_present(self, interview_id: str) -> bool:
+        return interview_id in self.present
+
+
+class StoreReports:
+    """A reports collaborator built from the store, like the lead's `Reports`."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.finished: list[str] = []
+        self.fail_with: Exception | None = None
+
+    async def _events(self, iid: str) -> list:
+        if self.fail_with is not None:
+            raise self.fail_with
+        if await self.store.get_interview(iid) is None:
+            raise LookupError(iid)
+        return await self.store.list_events(iid)
+
+    async def pdf(self, iid: str) -> bytes:
+        events = await self._events(iid)
+        return b"%PDF-1.4\n% " + str(len(events)).encode() + b" events\n%%EOF\n"
+
+    async def csv(self, iid: str) -> str:
+        events = await self._events(iid)
+        return "id,type,start\n" + "".join(f"{e.id},{e.type},{e.start}\n" for e in events)
+
+    async def json(self, iid: str) -> dict:
+        events = await self._events(iid)
+        return {"interview_id": iid, "events": [e.to_dict() for e in events]}
+
+    async def finish(self, iid: str) -> dict:
+        events = await self._events(iid)
+        self.finished.append(iid)
+        return {"events": len(events), "delivery": "outbox"}
+
+
+class Running:
+    def __init__(self, app: web.Application, runner: web.AppRunner, url: str, settings: Any, store: Any):
+        self.app = app
+        self.runner = runner
+        self.url = url
+        self.settings = settings
+        self.store = store
+        self.secret = settings.secret_key
+
+    def token(self, iid: str, role: str, ttl: float = 600, name: str | None = None) -> str:
+        return tokens.issue(self.secret, iid, role, ttl, name=name)
+
+    async def interview(self, name: str = "Cory Candidate") -> str:
+        iv = await self.store.create_interview(
+            candidate_name=name, interviewer_email="iris@example.com", policy=None)
+        return str(iv["id"])
+
+
+@asynccontextmanager
+async def running(settings: Any, store: Any, *, bots: Any = None, reports: Any = None) -> AsyncIterator[Running]:
+    settings.secret_key = "signaling-test-secret"
+    settings.host = "127.0.0.1"
+    settings.port = free_port()
+    app = create_app(settings, store, bots=bots, reports=reports)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    try:
+        yield Running(app, runner, settings.base_url, settings, store)
+    finally:
+        await runner.cleanup()
+
+
+class Peer:
+    """A real python-socketio client that queues every event it receives."""
+
+    EVENTS = ("participants", "signal", "alert", "page_event", "chat", "error")
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.queues: dict[str, asyncio.Queue] = {name: asyncio.Queue() for name in self.EVENTS}
+        self.disconnected = asyncio.Event()
+        for name in self.EVENTS:
+            self.sio.on(name, self._collector(name))
+        self.sio.on("disconnect", self._on_disconnect)
+
+    def _collector(self, name: str):
+        async def collect(data: Any = None) -> None:
+            self.queues[name].put_nowait(data)
+        return collect
+
+    async def _on_disconnect(self, reason: Any = None) -> None:
+        self.disconnected.set()
+
+    @property
+    def sid(self) -> str:
+        return self.sio.get_sid()
+
+    async def connect(self, url: str, token: str | None, **kw: Any) -> "Peer":
+        auth = {"token": token} if token is not None else None
+        await self.sio.connect(url, auth=auth, transports=kw.pop("transports", ["websocket"]),
+                               wait_timeout=5, **kw)
+        return self
+
+    async def next(self, event: str, timeout: float = 3.0) -> Any:
+        return await asyncio.wait_for(self.queues[event].get(), timeout)
+
+    async def until(self, event: str, pred, timeout: float = 3.0) -> Any:
+        """The first ``event`` payload for which ``pred`` holds (earlier ones are dropped)."""
+        async def wait() -> Any:
+            while True:
+                data = await self.queues[event].get()
+                if pred(data):
+                    return data
+        return await asyncio.wait_for(wait(), timeout)
+
+    async def nothing(self, event: str, within: float = 0.5) -> bool:
+        """True if no ``event`` arrives within ``within`` seconds."""
+        try:
+            await asyncio.wait_for(self.queues[event].get(), within)
+        except asyncio.TimeoutError:
+            return True
+        return False
+
+    def drain(self, event: str) -> list[Any]:
+        out = []
+        while not self.queues[event].empty():
+            out.append(self.queues[event].get_nowait())
+        return out
+
+    async def close(self) -> None:
+        if self.sio.connected:
+            await self.sio.disconnect()
+
+
+@asynccontextmanager
+async def peers() -> AsyncIterator[list[Peer]]:
+    made: list[Peer] = []
+    try:
+        yield made
+    finally:
+        await asyncio.gather(*(p.close() for p in made), return_exceptions=True)
+
+
+async def http(method: str, url: str, **kw: Any) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
+    async with aiohttp.ClientSession() as s:
+        async with s.request(method, url, **kw) as r:
+            body = await r.read()
+            ctype = r.headers.get("Content-Type", "")
+            data: Any = body
+            if ctype.startswith("application/json"):
+                import json
+                data = json.loads(body)
+            elif ctype.startswith("text/"):
+                data = body.decode()
+            return r.status, data, r.headers

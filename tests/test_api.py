@@ -1,0 +1,408 @@
+"""The HTTP API on a real aiohttp server with the real Store (SecantusDB)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import pytest
+
+from bot.events import Event
+from signaling import api, tokens
+from signaling.server import SOCKET_IO_JS, WEB_DIR
+from tests.signaling_support import RecordingBots, StoreReports, http, running
+
+JPEG = b"\xff\xd8\xff\xe0" + b"\x01" * 64
+
+
+@pytest.fixture
+async def srv(settings, store):
+    bots = RecordingBots()
+    reports = StoreReports(store)
+    async with running(settings, store, bots=bots, reports=reports) as s:
+        s.bots, s.reports = bots, reports
+        yield s
+
+
+async def create(srv, body=None) -> dict:
+    status, data, _ = await http("POST", srv.url + "/api/interviews", json=body or {
+        "candidate_name": "Cory Candidate", "interviewer_email": "iris@example.com"})
+    assert status == 201, data
+    return data
+
+
+def token_of(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["token"][0]
+
+
+def bearer(tok: str) -> dict:
+    return {"Authorization": f"Bearer {tok}"}
+
+
+# --- create + pages ---------------------------------------------------------------------------
+
+async def test_create_interview_returns_working_links(srv):
+    data = await create(srv, {"candidate_name": "  Ada Lovelace ", "interviewer_email": "iris@example.com",
+                              "policy": {"rules": {"looking_away": {"dwell": 5}}}})
+    iid = data["id"]
+    stored = await srv.store.get_interview(iid)
+    assert stored["candidate_name"] == "Ada Lovelace"
+    assert stored["interviewer_email"] == "iris@example.com"
+    assert stored["policy"] == {"rules": {"looking_away": {"dwell": 5}}}
+    for key, role in (("interviewer_url", "interviewer"), ("candidate_url", "candidate")):
+        url = data[key]
+        assert url.startswith(f"{srv.url}/interview/{iid}?token=")
+        claims = tokens.verify(srv.secret, token_of(url))
+        assert (claims.interview_id, claims.role) == (iid, role)
+    assert tokens.verify(srv.secret, token_of(data["candidate_url"])).name == "Ada Lovelace"
+
+    status, page, headers = await http("GET", data["candidate_url"])
+    assert status == 200 and page == (WEB_DIR / "candidate.html").read_text()
+    assert headers["Cache-Control"] == "no-store" and headers["Referrer-Policy"] == "no-referrer"
+    status, page, _ = await http("GET", data["interviewer_url"])
+    assert status == 200 and page == (WEB_DIR / "interviewer.html").read_text()
+
+
+async def test_page_refuses_bad_tokens(srv):
+    iid = (await create(srv))["id"]
+    other = (await create(srv))["id"]
+    cases = [
+        (None, 401),
+        ("garbage", 401),
+        (tokens.issue("another-secret", iid, "candidate", 60), 401),
+        (srv.token(iid, "candidate", ttl=-5), 401),
+        (srv.token(iid, "bot"), 403),
+        (srv.token(other, "interviewer"), 403),
+    ]
+    for tok, expected in cases:
+        params = {"token": tok} if tok else {}
+        status, body, _ = await http("GET", f"{srv.url}/interview/{iid}", params=params)
+        assert status == expected, (tok, status, body)
+    status, body, _ = await http("GET", f"{srv.url}/interview/nope", params={"token": srv.token("nope", "candidate")})
+    assert status == 404 and "does not exist" in body
+
+
+async def test_static_files_and_no_escape(srv):
+    status, js, headers = await http("GET", srv.url + "/static/vendor/socket.io.min.js")
+    assert status == 200
+    assert (js if isinstance(js, bytes) else js.encode()) == SOCKET_IO_JS.read_bytes()
+    assert "javascript" in headers["Content-Type"]
+    status, css, _ = await http("GET", srv.url + "/static/style.css")
+    assert status == 200 and css == (WEB_DIR / "style.css").read_text()
+    for path in ("/static/node_modules/socket.io-client/package.json", "/static/package.json",
+                 "/static/package-lock.json", "/static/../../pyproject.toml", "/static/%2e%2e/%2e%2e/pyproject.toml",
+                 "/static/.hidden", "/static/missing.js", "/static/vendor/other.js"):
+        status, _, _ = await http("GET", srv.url + path)
+        assert status == 404, path
+
+
+# --- bad bodies: 400, 413, never 500 -----------------------------------------------------------
+
+BAD_CREATE_BODIES = [
+    (b"", "JSON object"),
+    (b"not json", "not valid JSON"),
+    (b"{'single': 'quotes'}", "not valid JSON"),
+    (b"[1, 2, 3]", "JSON object"),
+    (b'"a string"', "JSON object"),
+    (b"42", "JSON object"),
+    (b"null", "JSON object"),
+    (b"{}", "candidate_name"),
+    (b'{"candidate_name": "x"}', "interviewer_email"),
+    (b'{"candidate_name": 5, "interviewer_email": "a@b.co"}', "candidate_name must be a string"),
+    (b'{"candidate_name": ["x"], "interviewer_email": "a@b.co"}', "candidate_name must be a string"),
+    (b'{"candidate_name": "   ", "interviewer_email": "a@b.co"}', "must not be empty"),
+    (b'{"candidate_name": "x", "interviewer_email": ""}', "must not be empty"),
+    (b'{"candidate_name": "x", "interviewer_email": "nope"}', "not a valid email"),
+    (b'{"candidate_name": "x", "interviewer_email": "a@@b.co"}', "not a valid email"),
+    (b'{"candidate_name": "x", "interviewer_email": "a b@c.co"}', "not a valid email"),
+    (b'{"candidate_name": "x", "interviewer_email": "a@b.co\\r\\nBcc: evil@x.co"}', "control characters"),
+    (b'{"candidate_name": "x", "interviewer_email": "a@-b.co"}', "not a valid email"),
+    (b'{"candidate_name": "x", "interviewer_email": {"a": 1}}', "must be a string"),
+    (b'{"candidate_name": "a\\u0000b", "interviewer_email": "a@b.co"}', "control characters"),
+    (b'{"candidate_name": "x", "interviewer_email": "a@b.co", "admin": true}', "unknown field 'admin'"),
+    (b'{"candidate_name": "x", "interviewer_email": "a@b.co", "policy": [1]}', "policy must be a JSON object"),
+    (b'{"candidate_name": "x", "interviewer_email": "a@b.co", "policy": "strict"}', "policy must be a JSON object"),
+    (b'{"candidate_name": "x", "interviewer_email": "a@b.co", "policy": {"foo": 1}}', "unknown key policy.foo"),
+    (b'{"candidate_name": "x", "interviewer_email": "a@b.co", "policy": {"sampling": {"face_fps": "fast"}}}',
+     "policy.sampling.face_fps must be a number"),
+    (b'{"candidate_name": "x", "interviewer_email": "a@b.co", "policy": {"sampling": {"face_fps": 1e400}}}',
+     "sampling.face_fps must be in"),
+    (b'{"candidate_name": "x", "interviewer_email": "a@b.co", "policy": {"sampling": {"face_fps": NaN}}}',
+     "not valid JSON"),
+    (b'{"candidate_name": "x", "interviewer_email": "a@b.co", "policy": {"sampling": {"face_fps": 1'
+     + b"0" * 400 + b"}}}", "invalid policy"),
+    (b'{"candidate_name": "x", "interviewer_email": "a@b.co", "policy": {"rules": {"nap": {}}}}', "unknown rule"),
+    (b'{"candidate_name": "x", "interviewer_email": "a@b.co", "policy": {"rules": {"face_missing": {"min_samples": 0}}}}',
+     "min_samples must be >= 1"),
+    (b'{"candidate_name": 1' + b"0" * 5000 + b', "interviewer_email": "a@b.co"}', "not valid JSON"),
+    (b"[" * 20000 + b"]" * 20000, "not valid JSON"),
+    (b'{"candidate_name": "\xff\xfe", "interviewer_email": "a@b.co"}', "not UTF-8"),
+]
+
+
+async def test_create_rejects_bad_bodies(srv):
+    # one server for all cases (each database fixture costs seconds)
+    for body, needle in BAD_CREATE_BODIES:
+        status, data, _ = await http("POST", srv.url + "/api/interviews", data=body,
+                                     headers={"Content-Type": "application/json"})
+        assert status == 400, (body[:80], status, data)
+        assert isinstance(data, dict) and needle in data["error"], (body[:80], data)
+
+
+async def test_create_rejects_huge_strings_and_oversized_bodies(srv):
+    status, data, _ = await http("POST", srv.url + "/api/interviews",
+                                 json={"candidate_name": "x" * 5000, "interviewer_email": "a@b.co"})
+    assert status == 400 and "longer than 200" in data["error"]
+    status, data, _ = await http("POST", srv.url + "/api/interviews",
+                                 json={"candidate_name": "x", "interviewer_email": "a" * 300 + "@b.co"})
+    assert status == 400
+    status, data, _ = await http("POST", srv.url + "/api/interviews",
+                                 json={"candidate_name": "x" * (200 * 1024), "interviewer_email": "a@b.co"})
+    assert status == 413 and "larger than 64 KiB" in data["error"]
+
+    async def chunks():  # no Content-Length: the limit is enforced while reading
+        for _ in range(20):
+            yield b" " * 8192
+
+    status, data, _ = await http("POST", srv.url + "/api/interviews", data=chunks())
+    assert status == 413 and "error" in data
+
+
+async def test_random_junk_never_causes_500(srv, caplog):
+    import random
+    rnd = random.Random(7)
+    iid = (await create(srv))["id"]
+    tok = srv.token(iid, "interviewer")
+    event = Event(type="face_missing", start=1.0, end=2.0, confidence=0.9, interview_id=iid)
+    await srv.store.save_event(event)
+    values = [None, True, 0, -1, 1.5, "", "x" * 300, [], {}, [1, {"a": None}], {"$gt": ""}, {"$where": "1"}]
+    keys = ["candidate_name", "interviewer_email", "policy", "review", "note", "$set", "", "x" * 100]
+    with caplog.at_level(logging.ERROR, logger="signaling"):
+        for _ in range(60):
+            body = {rnd.choice(keys): rnd.choice(values) for _ in range(rnd.randint(0, 4))}
+            for method, path in (("POST", "/api/interviews"), ("PATCH", f"/api/interviews/{iid}/events/{event.id}")):
+                status, data, _ = await http(method, srv.url + path, json=body, headers=bearer(tok))
+                assert status in (200, 201, 400), (method, body, status, data)
+                assert isinstance(data, dict)
+    assert not [r for r in caplog.records if "unexpected error" in r.getMessage()]
+
+
+# --- auth -------------------------------------------------------------------------------------
+
+async def test_every_interviewer_route_checks_the_token(srv):
+    iid = (await create(srv))["id"]
+    other = (await create(srv))["id"]
+    routes = [
+        ("POST", f"/api/interviews/{iid}/bot"),
+        ("POST", f"/api/interviews/{iid}/end"),
+        ("GET", f"/api/interviews/{iid}/events"),
+        ("PATCH", f"/api/interviews/{iid}/events/abc"),
+        ("GET", f"/api/interviews/{iid}/events/abc/snapshot"),
+        ("GET", f"/api/interviews/{iid}/report.pdf"),
+        ("GET", f"/api/interviews/{iid}/report.csv"),
+        ("GET", f"/api/interviews/{iid}/report.json"),
+        ("DELETE", f"/api/interviews/{iid}"),
+    ]
+    cases = [
+        ({}, 401, "missing token"),
+        (bearer("forged.token"), 401, "invalid token"),
+        (bearer(tokens.issue("wrong-secret", iid, "interviewer", 60)), 401, "bad signature"),
+        (bearer(srv.token(iid, "interviewer", ttl=-1)), 401, "expired"),
+        ({"Authorization": f"Basic {srv.token(iid, 'interviewer')}"}, 401, "missing token"),
+        (bearer(srv.token(iid, "candidate")), 403, "role interviewer"),
+        (bearer(srv.token(iid, "bot")), 403, "role interviewer"),
+        (bearer(srv.token(other, "interviewer")), 403, "another interview"),
+    ]
+    for method, path in routes:
+        for headers, expected, needle in cases:
+            status, data, h = await http(method, srv.url + path, headers=headers, json={"review": "confirmed"})
+            assert status == expected, (method, path, headers, status, data)
+            assert needle in data["error"], data
+            if expected == 401:
+                assert h["WWW-Authenticate"] == "Bearer"
+    # nothing happened on the way
+    assert srv.bots.invited == [] and srv.bots.ended == [] and srv.reports.finished == []
+    assert await srv.store.get_interview(iid) is not None
+
+
+async def test_token_in_query_works_like_bearer(srv):
+    iid = (await create(srv))["id"]
+    tok = srv.token(iid, "interviewer")
+    status, data, _ = await http("GET", f"{srv.url}/api/interviews/{iid}/events", params={"token": tok})
+    assert status == 200 and data == {"events": []}
+    status, data, _ = await http("GET", f"{srv.url}/api/interviews/{iid}/events",
+                                 params={"token": srv.token(iid, "candidate")})
+    assert status == 403
+
+
+async def test_unknown_interview_is_404_with_a_valid_token(srv):
+    tok = srv.token("0" * 24, "interviewer")
+    for method, suffix in (("GET", "/events"), ("POST", "/bot"), ("POST", "/end"), ("GET", "/report.pdf"),
+                           ("DELETE", "")):
+        status, data, _ = await http(method, f"{srv.url}/api/interviews/{'0' * 24}{suffix}", headers=bearer(tok))
+        assert status == 404 and data == {"error": "unknown interview"}, (suffix, status, data)
+
+
+async def test_unknown_routes_and_methods_answer_json(srv):
+    status, data, _ = await http("GET", srv.url + "/api/nothing-here")
+    assert status == 404 and "error" in data
+    status, data, _ = await http("PUT", srv.url + "/api/interviews")
+    assert status == 405 and "error" in data
+
+
+# --- events, review, snapshot ---------------------------------------------------------------------
+
+async def test_events_review_and_snapshot(srv):
+    iid = (await create(srv))["id"]
+    tok = srv.token(iid, "interviewer")
+    first = Event(type="looking_away", start=2.0, end=6.0, confidence=0.8, interview_id=iid, snapshot=JPEG)
+    second = Event(type="tab_hidden", start=9.0, end=None, confidence=1.0, interview_id=iid)
+    await srv.store.save_event(second)
+    await srv.store.save_event(first)
+
+    status, data, _ = await http("GET", f"{srv.url}/api/interviews/{iid}/events", headers=bearer(tok))
+    assert status == 200
+    assert [e["id"] for e in data["events"]] == [first.id, second.id]  # ordered by start
+    assert data["events"][0]["type"] == "looking_away" and "snapshot" not in data["events"][0]
+
+    status, body, headers = await http("GET", f"{srv.url}/api/interviews/{iid}/events/{first.id}/snapshot",
+                                       params={"token": tok})
+    assert status == 200 and body == JPEG and headers["Content-Type"] == "image/jpeg"
+    status, data, _ = await http("GET", f"{srv.url}/api/interviews/{iid}/events/{second.id}/snapshot",
+                                 headers=bearer(tok))
+    assert status == 404
+
+    url = f"{srv.url}/api/interviews/{iid}/events/{first.id}"
+    for body, needle in (({"review": "maybe"}, "review must be one of"), ({}, "review must be one of"),
+                         ({"review": ["confirmed"]}, "review must be one of"),
+                         ({"review": "confirmed", "note": 5}, "note must be a string"),
+                         ({"review": "confirmed", "note": "n" * 3000}, "longer than 2000"),
+                         ({"review": "confirmed", "by": "someone"}, "unknown field")):
+        status, data, _ = await http("PATCH", url, json=body, headers=bearer(tok))
+        assert status == 400 and needle in data["error"], (body, data)
+
+    status, data, _ = await http("PATCH", url, json={"review": "dismissed", "note": "false alarm"},
+                                 headers=bearer(tok))
+    assert status == 200 and data["id"] == first.id and data["review"] == "dismissed"
+    stored = {e.id: e for e in await srv.store.list_events(iid)}
+    assert stored[first.id].review == "dismissed" and stored[second.id].review is None
+    audit = await srv.store.audit_log(iid)
+    assert any(a["event_id"] == first.id and a.get("note") == "false alarm" for a in audit), audit
+
+    status, data, _ = await http("PATCH", f"{srv.url}/api/interviews/{iid}/events/nosuchevent",
+                                 json={"review": "confirmed"}, headers=bearer(tok))
+    assert status == 404 and data["error"] == "unknown event"
+
+
+async def test_events_of_other_interview_stay_hidden(srv):
+    a = (await create(srv))["id"]
+    b = (await create(srv))["id"]
+    await srv.store.save_event(Event(type="face_missing", start=1.0, end=3.0, confidence=1.0, interview_id=b))
+    status, data, _ = await http("GET", f"{srv.url}/api/interviews/{a}/events", headers=bearer(srv.token(a, "interviewer")))
+    assert status == 200 and data == {"events": []}
+    status, _, _ = await http("GET", f"{srv.url}/api/interviews/{b}/events", headers=bearer(srv.token(a, "interviewer")))
+    assert status == 403
+
+
+# --- bot, end, reports, delete ---------------------------------------------------------------------
+
+async def test_invite_bot_passes_a_bot_token(srv):
+    iid = (await create(srv))["id"]
+    status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot",
+                                 headers=bearer(srv.token(iid, "interviewer")))
+    assert status == 202 and data == {"status": "invited"}
+    (interview, bot_token, server_url), = srv.bots.invited
+    assert interview["id"] == iid and server_url == srv.url
+    claims = tokens.verify(srv.secret, bot_token)
+    assert (claims.interview_id, claims.role) == (iid, "bot")
+    # already there: not invited twice
+    status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot",
+                                 headers=bearer(srv.token(iid, "interviewer")))
+    assert status == 200 and data == {"status": "present"} and len(srv.bots.invited) == 1
+
+
+class Capacity(RuntimeError):
+    """Same name as bot.worker.Capacity: recognised by name."""
+
+
+@pytest.mark.parametrize("exc", [Capacity("at most 2 calls at once"), api.Capacity("at most 2 calls at once")])
+async def test_invite_at_capacity_is_503(settings, store, exc):
+    async with running(settings, store, bots=RecordingBots(capacity_error=exc)) as srv:
+        iid = await srv.interview()
+        status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot",
+                                     headers=bearer(srv.token(iid, "interviewer")))
+        assert status == 503 and data == {"error": "at most 2 calls at once"}
+
+
+async def test_without_bots_or_reports_routes_answer_503(settings, store):
+    async with running(settings, store) as srv:
+        iid = await srv.interview()
+        h = bearer(srv.token(iid, "interviewer"))
+        for method, suffix, needle in (("POST", "/bot", "bot"), ("POST", "/end", "bot"),
+                                       ("GET", "/report.pdf", "reports"), ("GET", "/report.csv", "reports"),
+                                       ("GET", "/report.json", "reports")):
+            status, data, _ = await http(method, f"{srv.url}/api/interviews/{iid}{suffix}", headers=h)
+            assert status == 503 and needle in data["error"], (suffix, data)
+        # the store-only routes still work
+        status, data, _ = await http("GET", f"{srv.url}/api/interviews/{iid}/events", headers=h)
+        assert status == 200
+
+
+async def test_end_then_reports_then_delete(srv):
+    iid = (await create(srv))["id"]
+    h = bearer(srv.token(iid, "interviewer"))
+    ev = Event(type="multiple_faces", start=4.0, end=8.0, confidence=0.7, interview_id=iid)
+    await srv.store.save_event(ev)
+    srv.bots.present.add(iid)
+
+    status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/end", headers=h)
+    assert status == 200 and data == {"events": 1, "delivery": "outbox"}
+    assert srv.bots.ended == [iid] and srv.reports.finished == [iid]
+    stored = await srv.store.get_interview(iid)
+    assert stored["status"] == "ended" and stored["ended_at"]
+    status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/end", headers=h)
+    assert status == 409 and srv.reports.finished == [iid]
+    status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot", headers=h)
+    assert status == 409 and srv.bots.invited == []
+
+    status, body, headers = await http("GET", f"{srv.url}/api/interviews/{iid}/report.pdf", headers=h)
+    assert status == 200 and body.startswith(b"%PDF") and headers["Content-Type"] == "application/pdf"
+    assert f'filename="interview-{iid}.pdf"' in headers["Content-Disposition"]
+    status, text, headers = await http("GET", f"{srv.url}/api/interviews/{iid}/report.csv", headers=h)
+    assert status == 200 and headers["Content-Type"].startswith("text/csv") and f"{ev.id},multiple_faces,4.0" in text
+    status, data, _ = await http("GET", f"{srv.url}/api/interviews/{iid}/report.json", headers=h)
+    assert status == 200 and data["events"][0]["id"] == ev.id
+
+    status, data, _ = await http("DELETE", f"{srv.url}/api/interviews/{iid}", headers=h)
+    assert status == 200 and data == {"deleted": True}
+    assert await srv.store.get_interview(iid) is None
+    assert await srv.store.list_events(iid) == []
+    status, data, _ = await http("GET", f"{srv.url}/api/interviews/{iid}/events", headers=h)
+    assert status == 404
+
+
+async def test_delete_ends_a_present_bot(srv):
+    iid = (await create(srv))["id"]
+    srv.bots.present.add(iid)
+    status, _, _ = await http("DELETE", f"{srv.url}/api/interviews/{iid}", headers=bearer(srv.token(iid, "interviewer")))
+    assert status == 200 and srv.bots.ended == [iid]
+
+
+async def test_unexpected_failure_is_a_logged_json_500(srv, caplog):
+    iid = (await create(srv))["id"]
+    srv.reports.fail_with = RuntimeError("fpdf exploded")
+    with caplog.at_level(logging.ERROR, logger="signaling.api"):
+        status, data, _ = await http("GET", f"{srv.url}/api/interviews/{iid}/report.pdf",
+                                     headers=bearer(srv.token(iid, "interviewer")))
+    assert status == 500 and data == {"error": "internal server error"}
+    assert any("unexpected error" in r.getMessage() and r.exc_info for r in caplog.records)
+    # and the server keeps serving
+    status, _, _ = await http("GET", srv.url + "/healthz")
+    assert status == 200
+
+
+async def test_concurrent_creates(srv):
+    results = await asyncio.gather(*(create(srv, {"candidate_name": f"C{i}", "interviewer_email": "i@example.com"})
+                                     for i in range(10)))
+    assert len({r["id"] for r in results}) == 10
