@@ -17,7 +17,9 @@ Public functions (the CLI wires them; none prints a traceback for a user error):
     checks the sha256 and renames it into place atomically. A ``.pt`` source (yolov5n) is exported to
     ONNX with ultralytics (``pip install 'proctor-bot[export]'``), and the exported file's sha256 is
     recorded in ``yolov5n.onnx.sha256``. ``base_url_override`` (a mirror, or a local server in tests)
-    replaces the directory part of every URL: ``<base>/<file name of the URL>``.
+    replaces the directory part of every URL: ``<base>/<file name of the URL>``; for yolo a mirror is
+    first asked for the ready ``<base>/yolov5n.onnx`` (it must match the manifest hash), then for the
+    ``.pt``. Files already present and verified in ``dest`` are not downloaded again.
 
 ``status(settings, *, yolo_model=None) -> list[dict]``
     ``proctor models list``: one dict per model with ``name, file, path, present, verified, message``.
