@@ -12,7 +12,7 @@ writes it), else the COCO-80 list.
 
 Threads: onnxruntime gets ``intra_op_num_threads=2`` (``threads`` argument) and one inter-op thread.
 The detectors run in one worker thread next to the event loop and the other detectors; on a 2-core
-machine more threads only contend. YOLOv5n at 640 takes ~60-90 ms a frame this way, and objects are
+machine more threads only contend. YOLOv5n at 640 takes ~35-50 ms a frame this way (busy CPU), and objects are
 sampled at 1 fps by default.
 """
 from __future__ import annotations
