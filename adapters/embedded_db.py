@@ -143,7 +143,6 @@ class EmbeddedMongo:
         port: int | None = None,
         startup_timeout: float = 30.0,
         stop_timeout: float = 10.0,
-        ttl_sweep_seconds: float = 60.0,
         cache_size: str = "256M",
     ) -> None:
         self.data_dir = Path(data_dir)
@@ -154,7 +153,6 @@ class EmbeddedMongo:
         self.port = port
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
-        self.ttl_sweep_seconds = ttl_sweep_seconds
         self.cache_size = cache_size
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = _Lock(self.data_dir / "db.lock")
@@ -195,7 +193,6 @@ class EmbeddedMongo:
             "# written by proctor-bot at each start; edits are overwritten\n"
             "[storage]\n"
             f'cache_size = "{self.cache_size}"\n'
-            f"ttl_sweep_seconds = {float(self.ttl_sweep_seconds)}\n"
         )
         if self.log_path.exists() and self.log_path.stat().st_size > _LOG_MAX_BYTES:
             self.log_path.replace(self.log_path.with_suffix(".log.1"))

@@ -16,6 +16,8 @@ Retention: every document gets ``expires_at`` = write time + ``settings.retentio
 forever, no ``expires_at``), and each collection has a TTL index on it (``expireAfterSeconds=0``). SecantusDB
 honours TTL indexes: its sweeper deletes expired documents by itself every 60 s like mongod's ttlMonitor
 (checked in tests/test_store.py), so no purge task runs; ``purge_expired()`` is there for a manual sweep.
+(SecantusDB 0.7.0b3's ``secantusd-py`` accepts ``[storage] ttl_sweep_seconds`` in its config but does not
+pass it on: the period is fixed at 60 s.)
 
 Outages: event writes use short server-selection timeouts. When one fails with a connection error the event
 goes to the on-disk spool (``adapters.spool``), one warning is logged, and from then on events go straight
@@ -61,7 +63,9 @@ class StoreUnavailable(RuntimeError):
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    """Now in UTC, to the millisecond (what a BSON date keeps), so stored and returned values agree."""
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def iso(value: datetime) -> str:

@@ -110,11 +110,15 @@ class MongoServer:
                     raise RuntimeError(f"secantusd-py did not answer within {timeout}s: {self.log_tail()}")
                 time.sleep(0.05)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0, *, kill: bool = False) -> None:
+        """Terminate (SecantusDB takes ~2 s when idle), or ``kill`` at once (a crash; WiredTiger recovers)."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            self.proc.terminate()
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -126,9 +130,9 @@ class MongoServer:
         import asyncio
         await asyncio.to_thread(self.start)
 
-    async def astop(self) -> None:
+    async def astop(self, *, kill: bool = False) -> None:
         import asyncio
-        await asyncio.to_thread(self.stop)
+        await asyncio.to_thread(self.stop, kill=kill)
 
     def log_tail(self, n: int = 2000) -> str:
         try:
@@ -144,7 +148,7 @@ def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServ
     try:
         yield server
     finally:
-        server.stop()
+        server.stop(kill=True)  # the data is thrown away: no need to wait for a clean shutdown
 
 
 @pytest.fixture
