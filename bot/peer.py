@@ -31,8 +31,12 @@ from bot.track_reader import AudioReader, Clock, LatestFrame
 log = logging.getLogger(__name__)
 
 PAGE_KINDS = ("tab_hidden", "window_blur")
-SNAPSHOT_LIMIT = 384 * 1024  # the server refuses larger decoded snapshots
-OUTBOX_SIZE = 200  # bot_events kept while the socket is away
+# the server refuses decoded snapshots over 384 KiB and bot_event messages over 512 KiB of JSON;
+# base64 grows by 4/3, so leave room for the event itself
+SNAPSHOT_LIMIT = 360 * 1024
+OUTBOX_SIZE = 200  # bot_events kept until the server acknowledges them (oldest dropped beyond)
+OUTBOX_BURST = 40  # resent at once on reconnect; then paced under the server's 20/s rate limit
+PAGE_T_SKEW = 2.0  # seconds a page event's server time may differ from our clock
 
 
 class BotPeer:
@@ -77,7 +81,9 @@ class BotPeer:
         self._stopping = False
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._outbox: collections.deque[dict[str, Any]] = collections.deque(maxlen=OUTBOX_SIZE)
+        self._unacked: collections.OrderedDict[int, dict[str, Any]] = collections.OrderedDict()
+        self._sequence = 0
+        self.events_lost = 0  # pushed out of a full outbox before the server acknowledged them
         self.sio = socketio.AsyncClient(reconnection=True, reconnection_delay=1, reconnection_delay_max=5)
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
@@ -106,10 +112,23 @@ class BotPeer:
         await self.sio.connect(self.server_url, auth={"token": self.bot_token}, wait_timeout=10)
         await self.send_chat("Proctoring bot joined")
 
-    async def stop(self) -> None:
-        """Say goodbye, close the session and the readers, leave the server."""
+    @property
+    def unacknowledged(self) -> int:
+        """bot_events not yet acknowledged by the server (resent after a reconnect)."""
+        return len(self._unacked)
+
+    async def stop(self, ack_timeout: float = 3.0) -> None:
+        """Say goodbye, close the session and the readers, leave the server.
+
+        Waits up to `ack_timeout` seconds for the server to acknowledge the events sent so far.
+        """
         self._stopping = True
-        if self.sio.connected:
+        deadline = time.monotonic() + ack_timeout
+        while self._unacked and self.online and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self._unacked:
+            log.warning("leaving with %d bot_events the server did not acknowledge", len(self._unacked))
+        if self.online:
             await self.send_chat("Proctoring bot left")
         async with self._lock:
             self._wanted = None
@@ -128,16 +147,28 @@ class BotPeer:
         return await self._emit("chat", {"text": text[:500]})
 
     async def send_event(self, change: str, event: dict[str, Any], snapshot_jpeg: bytes | None = None) -> bool:
-        """Send one event change; kept (bounded) and sent on reconnect if the socket is away."""
+        """Send one event change; False if the socket is away.
+
+        Every change is kept until the server acknowledges it and resent after a reconnect
+        (the server upserts events by id), up to OUTBOX_SIZE changes.
+        """
         payload: dict[str, Any] = {"change": change, "event": {k: v for k, v in event.items() if k != "snapshot"}}
         if snapshot_jpeg:
             jpeg = await fit_snapshot(snapshot_jpeg)
             if jpeg:
                 payload["snapshot_b64"] = base64.b64encode(jpeg).decode("ascii")
-        if await self._emit("bot_event", payload):
+        self._sequence += 1
+        self._unacked[self._sequence] = payload
+        while len(self._unacked) > OUTBOX_SIZE:
+            self._unacked.popitem(last=False)
+            self.events_lost += 1
+        return await self._push(self._sequence)
+
+    async def _push(self, key: int) -> bool:
+        payload = self._unacked.get(key)
+        if payload is None:
             return True
-        self._outbox.append(payload)
-        return False
+        return await self._emit("bot_event", payload, callback=lambda *_: self._unacked.pop(key, None))
 
     def take_page_events(self) -> list[tuple[str, bool]]:
         """(kind, active) of the page events received since the last call."""
@@ -149,11 +180,16 @@ class BotPeer:
             out.append(self.page_events.get_nowait())
         return out
 
-    async def _emit(self, event: str, payload: dict[str, Any]) -> bool:
-        if not self.sio.connected:
+    @property
+    def online(self) -> bool:
+        """Joined to the server (already true inside the connect handler, unlike sio.connected)."""
+        return "/" in self.sio.namespaces
+
+    async def _emit(self, event: str, payload: dict[str, Any], callback: Callable[..., Any] | None = None) -> bool:
+        if not self.online:
             return False
         try:
-            await self.sio.emit(event, payload)
+            await self.sio.emit(event, payload, callback=callback)
         except socketio.exceptions.SocketIOError as exc:
             log.warning("could not send %s: %s", event, exc)
             return False
@@ -166,10 +202,15 @@ class BotPeer:
         if self.session is not None:  # a reconnect: the candidate's page dropped our old sid
             self._stale = True
             self._spawn(self._reconcile())
-        while self._outbox and self.sio.connected:
-            if not await self._emit("bot_event", self._outbox[0]):
+        if self._unacked:
+            self._spawn(self._resend())
+
+    async def _resend(self) -> None:
+        for sent, key in enumerate(list(self._unacked)):
+            if not await self._push(key):
                 break
-            self._outbox.popleft()
+            if sent >= OUTBOX_BURST:
+                await asyncio.sleep(0.07)
 
     async def _on_disconnect(self, reason: Any = None) -> None:
         self.disconnect_reason = str(reason) if reason is not None else None
@@ -209,7 +250,13 @@ class BotPeer:
     async def _on_page_event(self, data: Any) -> None:
         if not isinstance(data, dict) or data.get("kind") not in PAGE_KINDS:
             return
-        observation = PageObservation(t=self.clock(), kind=data["kind"], active=bool(data.get("active")))
+        now = self.clock()
+        t = data.get("t")
+        # the server stamps t in seconds since the interview started, the same base as a clock
+        # built on the interview's started_at; any other clock gets the arrival time instead
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not abs(t - now) <= PAGE_T_SKEW:
+            t = now
+        observation = PageObservation(t=float(t), kind=data["kind"], active=bool(data.get("active")))
         if self.page_events.full():
             self.page_events.get_nowait()
             self.page_events_dropped += 1
@@ -224,7 +271,7 @@ class BotPeer:
             if session is not None and (self._stale or self._wanted != session.remote_sid):
                 await self._close_session()
             self._stale = False
-            if self._wanted is not None and self.session is None and not self._stopping and self.sio.connected:
+            if self._wanted is not None and self.session is None and not self._stopping and self.online:
                 await self._open_session(self._wanted)
 
     async def _open_session(self, remote_sid: str) -> None:
@@ -279,7 +326,7 @@ class BotPeer:
             log.info("no media from %s (%s): offering again", session.remote_sid, session.state)
             self.reoffers += 1
             await self._close_session()
-            if self._wanted == session.remote_sid and self.sio.connected:
+            if self._wanted == session.remote_sid and self.online:
                 await self._open_session(session.remote_sid)
 
     def _spawn(self, coro: Any) -> None:

@@ -266,11 +266,37 @@ async def test_bot_sends_events_with_snapshots(relay: Relay) -> None:
         assert base64.b64decode(opened["snapshot_b64"]) == jpeg
         assert Event.from_dict(closed["event"]).duration == pytest.approx(4.5)
         assert "snapshot_b64" not in closed
+        await until(lambda: bot.unacknowledged == 0, 5, "the server's acknowledgements")
     finally:
         await bot.stop()
+    assert not await bot.send_event("updated", event.to_dict())  # the socket is away: kept, not lost
+    assert bot.unacknowledged == 1
 
-    await bot.send_event("updated", {"type": LOOKING_AWAY})  # the socket is away: kept, not lost
-    assert len(bot._outbox) == 1
+
+async def test_bot_survives_a_signaling_blip(relay: Relay) -> None:
+    cand = candidate(relay)
+    await cand.start()
+    bot = BotPeer(relay.url, "bot:Proctor:iv1")
+    await bot.start()
+    try:
+        await until(lambda: bot.video is not None and bot.video.latest_t is not None, 15, "frames")
+        old_sid = bot.sid
+        await bot.sio.eio.ws.close()  # the bot's transport drops (not a clean leave)
+        await until(lambda: not bot.sio.connected, 5, "the drop to be noticed")
+        event = Event(type=LOOKING_AWAY, start=1.0, end=None, confidence=0.9)
+        assert not await bot.send_event("opened", event.to_dict())  # during the gap
+        await until(lambda: bot.sio.connected, 15, "the socket to reconnect")
+        assert bot.sid != old_sid
+        await until(lambda: any(e["event"]["id"] == event.id for e in relay.bot_events), 5, "the resent event")
+        await until(lambda: bot.unacknowledged == 0, 5, "the acknowledgement")
+        # the candidate's page dropped the pc of our old sid: the bot offers again as its new sid
+        await until(lambda: bot.offers_sent == 2 and bot.media_connected, 15, "a new session")
+        t = bot.video.latest_t
+        assert await bot.video.next(after_t=t, timeout=10) is not None
+        assert set(cand.pcs) == {bot.sid}
+    finally:
+        await bot.stop()
+        await cand.stop()
 
 
 async def test_an_oversized_snapshot_is_reencoded_under_the_server_limit() -> None:
