@@ -1,0 +1,148 @@
+"""The `proctor` command.
+
+    proctor analyze VIDEO [--audio FILE] [--policy FILE] --out DIR
+    proctor serve [--host H] [--port P]
+    proctor models list | fetch [NAME...] | verify
+    proctor config
+
+Errors the user can fix (a missing model, an unreadable video, a bad policy)
+print one line on stderr and exit non-zero; they never print a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from bot.settings import Settings
+
+EXIT_USAGE = 2
+EXIT_INPUT = 3  # bad input file / policy / missing model
+
+
+def _fail(msg: str, code: int = EXIT_INPUT) -> int:
+    print(f"proctor: error: {msg}", file=sys.stderr)
+    return code
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from adapters.models import ModelError
+    from bot.analyze import analyze_file, write_outputs
+    from bot.media import MediaError
+    from bot.policy import Policy, PolicyError
+
+    try:
+        policy = Policy.load(args.policy) if args.policy else Policy()
+        result = analyze_file(args.video, audio=args.audio, policy=policy, settings=Settings.from_env(),
+                              progress=None if not args.no_progress else False)
+        paths = write_outputs(result, args.out, policy=policy, source=args.video, audio=args.audio)
+    except (MediaError, ModelError, PolicyError) as e:
+        return _fail(str(e))
+    except OSError as e:
+        return _fail(f"{e.filename or args.out}: {e.strerror or e}")
+    s = result.score
+    print(f"{len(result.events)} events in {result.media_seconds:.1f} s of media "
+          f"(analysed in {result.wall_seconds:.1f} s, {result.samples} frames sampled)")
+    for e in result.events:
+        label = e.detail.get("label")
+        print(f"  {e.start:7.1f}-{(e.end if e.end is not None else e.start):7.1f} s  {e.type}"
+              f"{f' ({label})' if label else ''}  conf {e.confidence:.2f}")
+    print(f"integrity score {s.value:.1f}/100, risk {s.risk}{', needs review' if s.needs_review else ''}")
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from adapters import models
+
+    settings = Settings.from_env()
+    try:
+        if args.action == "fetch":
+            models.fetch(args.names or None, settings=settings)
+        rows = models.status(settings)
+    except models.ModelError as e:
+        return _fail(str(e))
+    ok = True
+    for row in rows:
+        mark = "ok" if row["verified"] else ("BAD" if row["present"] else "missing")
+        ok &= bool(row["verified"])
+        print(f"{mark:8} {row['name']:38} {row['path'] or ''}")
+        if not row["verified"] and row.get("message"):
+            print(f"         {row['message']}")
+    return 0 if ok or args.action == "list" else EXIT_INPUT
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print(json.dumps(Settings.from_env().masked(), indent=2))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from adapters.models import ModelError
+    from bot.service import serve
+
+    settings = Settings.from_env()
+    if args.host:
+        settings.host = args.host
+    if args.port:
+        settings.port = args.port
+    try:
+        serve(settings)
+    except ModelError as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="proctor",
+        description="Proctoring bot for video interviews: analyse a recording, or run the live "
+                    "signaling server whose bot joins calls as a silent, visible peer.",
+        epilog="Configuration comes from the environment: see `proctor config` and the README.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    a = sub.add_parser("analyze", help="analyse a recorded interview",
+                       description="Run face, gaze, object, audio and camera detectors over a recording; "
+                                   "write events.json, report.pdf, report.csv and evidence snapshots.")
+    a.add_argument("video", help="video file (mp4, mkv, webm, avi, gif... anything FFmpeg or OpenCV reads)")
+    a.add_argument("--audio", help="separate audio file (default: the video's own audio track, if any)")
+    a.add_argument("--policy", help="YAML or JSON file overriding the default policy (rates, thresholds, "
+                                    "dwell times, score weights)")
+    a.add_argument("--out", required=True, help="directory for the outputs (created if missing)")
+    a.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a.set_defaults(func=cmd_analyze)
+
+    s = sub.add_parser("serve", help="run the signaling server, web pages and bot workers",
+                       description="Start the HTTP + Socket.IO server. With no MONGODB_URI it starts an "
+                                   "embedded MongoDB-wire server; with no SMTP_HOST reports go to an outbox.")
+    s.add_argument("--host", help="address to listen on (default PROCTOR_HOST or 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (default PROCTOR_PORT or 8080)")
+    s.set_defaults(func=cmd_serve)
+
+    m = sub.add_parser("models", help="list, fetch or verify model files",
+                       description="Models are looked up in PROCTOR_MODELS_DIR, then the user cache; "
+                                   "each is checked against its sha256.")
+    m.add_argument("action", choices=["list", "fetch", "verify"])
+    m.add_argument("names", nargs="*", help="models to fetch (default: all missing)")
+    m.set_defaults(func=cmd_models)
+
+    c = sub.add_parser("config", help="print the effective settings (secrets masked)")
+    c.set_defaults(func=cmd_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
