@@ -8,6 +8,10 @@ thread's process dies (``PR_SET_PDEATHSIG``), so no orphan servers are left behi
 A lock file (``<data_dir>/db.lock``, ``flock``) keeps a second ``proctor serve`` off the same data dir:
 the second one gets ``DataDirLocked`` naming the holder's pid instead of a corrupted database.
 
+The server runs with ``--sync-on-commit``: without it SecantusDB loses the last acknowledged writes when its
+process dies (measured: 5 of 101 upserts lost on SIGKILL), and ``j: true`` does not help; with it every
+acknowledged write survives a crash, for ~3.5 ms instead of ~1.2 ms per small write (ample for events).
+
 The server's own config file is written by us (``<data_dir>/db.toml``) and passed with ``--config``, so a
 stray ``./secantusd.toml`` in the working directory is never picked up.
 """
@@ -144,6 +148,7 @@ class EmbeddedMongo:
         startup_timeout: float = 30.0,
         stop_timeout: float = 10.0,
         cache_size: str = "256M",
+        sync_on_commit: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.storage_path = self.data_dir / "db"
@@ -154,6 +159,7 @@ class EmbeddedMongo:
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.cache_size = cache_size
+        self.sync_on_commit = sync_on_commit
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = _Lock(self.data_dir / "db.lock")
         self._locked = False
@@ -203,7 +209,8 @@ class EmbeddedMongo:
         with open(self.log_path, "ab") as logf:
             self._proc = subprocess.Popen(
                 [find_executable(), "--config", str(self.config_path), "--host", self.host,
-                 "--port", str(port), "--storage-path", str(self.storage_path), "--log-level", "WARNING"],
+                 "--port", str(port), "--storage-path", str(self.storage_path), "--log-level", "WARNING",
+                 *(["--sync-on-commit"] if self.sync_on_commit else [])],
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, **kwargs,
             )
         self.port = port

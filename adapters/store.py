@@ -151,6 +151,7 @@ class Store:
             serverSelectionTimeoutMS=server_selection_timeout_ms,
             connectTimeoutMS=max(server_selection_timeout_ms, 1000),
             socketTimeoutMS=10_000,
+            journal=True,  # evidence: acknowledged once journaled (the embedded server syncs every commit)
             appname="proctor-bot",
         )
         try:

@@ -90,7 +90,7 @@ class MongoServer:
             self.proc = subprocess.Popen(
                 [secantusd_executable(), "--config", str(cfg), "--host", self.host,
                  "--port", str(self.port), "--storage-path", str(self.storage),
-                 "--log-level", "WARNING"],
+                 "--log-level", "WARNING", "--sync-on-commit"],  # as EmbeddedMongo: survives a kill
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         finally:
