@@ -58,6 +58,9 @@ def analyze_file(video: str | Path, *, audio: str | Path | None = None, policy: 
 
     def apply(changes: list[EventChange]) -> None:
         for change in changes:
+            old = events.get(change.event.id)
+            if old is not None and change.event.snapshot is None:
+                change.event.snapshot = old.snapshot  # evidence is taken when the event opens
             events[change.event.id] = change.event
 
     show = sys.stderr.isatty() if progress is None else progress

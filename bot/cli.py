@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("fontTools").setLevel(logging.WARNING)  # fpdf2's font subsetting chatter
     return args.func(args)
 
 

@@ -136,6 +136,7 @@ class Analyzer:
         return changes
 
     def _attach_evidence(self, changes: list[EventChange]) -> None:
+        """The frame that made a rule fire is the event's evidence; later changes keep it."""
         for change in changes:
-            if change.event.snapshot is None and self._last_frame is not None:
+            if change.kind == "opened" and change.event.snapshot is None and self._last_frame is not None:
                 change.event.snapshot = encode_snapshot(self._last_frame.image)

@@ -159,3 +159,25 @@ def test_cli_missing_model_says_how_to_get_it(tmp_path):
                             "PROCTOR_CACHE_DIR": str(tmp_path / "cache"), "HOME": str(tmp_path)})
     assert r.returncode == 3 and "Traceback" not in r.stderr
     assert "proctor models fetch" in r.stderr
+
+
+def test_evidence_shows_what_made_the_rule_fire(analysis):
+    """The snapshot is the frame at the moment the rule fired, not a later one."""
+    import cv2
+    import numpy as np
+
+    from adapters.models import resolve
+    from bot.detectors.faces import FaceDetector
+    from bot.frames import VideoFrame
+    from bot.settings import Settings
+
+    settings = Settings.from_env()
+    with FaceDetector(Policy(), resolve("yunet", settings), resolve("face_landmarker", settings)) as faces:
+        def count(event) -> int:
+            image = cv2.imdecode(np.frombuffer(event.snapshot, np.uint8), cv2.IMREAD_COLOR)
+            return faces.process(VideoFrame(event.start, image)).count
+
+        by_type = {e.type: e for e in analysis.events}
+        assert count(by_type["multiple_faces"]) == 2
+        assert count(by_type["face_missing"]) == 0
+        assert count(by_type["looking_away"]) == 1
