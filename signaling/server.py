@@ -145,7 +145,8 @@ class Hub:
         if started is not None:
             self.started.setdefault(iid, started)
 
-        name = claims.name or api.DEFAULT_NAMES[claims.role]
+        name = claims.name or (claims.role == "candidate" and interview.get("candidate_name")) \
+            or api.DEFAULT_NAMES[claims.role]
         replaced = self.rooms.join(iid, sid, claims.role, name)
         self.limits[sid] = RateLimiter()
         await self.sio.enter_room(sid, room(iid))
@@ -334,6 +335,41 @@ async def static_file(request: web.Request) -> web.StreamResponse:
 
 # --- the app -------------------------------------------------------------------------------
 
+class _WholeBody:
+    """``request.content`` for Engine.IO whose ``read(n)`` returns all ``n`` bytes.
+
+    python-engineio 4.15 reads a long-polling POST with a single ``read(CONTENT_LENGTH)``,
+    which aiohttp may answer with fewer bytes: packets past ~200 KiB (a bot_event with a
+    snapshot) were cut and failed to decode.
+    """
+
+    def __init__(self, content: Any) -> None:
+        self._content = content
+
+    async def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            return await self._content.read()
+        try:
+            return await self._content.readexactly(n)
+        except asyncio.IncompleteReadError as e:
+            return e.partial
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._content, name)
+
+
+def _read_polling_bodies_whole(sio: socketio.AsyncServer) -> None:
+    eio = sio.eio
+    original = eio._async["translate_request"]
+
+    def translate_request(request: web.Request) -> dict:
+        environ = original(request)
+        environ["wsgi.input"] = _WholeBody(environ["wsgi.input"])
+        return environ
+
+    eio._async = {**eio._async, "translate_request": translate_request}  # a copy: the driver's dict is shared
+
+
 def _cors_origins(settings: Any) -> list[str] | None:
     """None: Engine.IO's same-origin check; with a public URL, that origin and the local one."""
     if not settings.public_url:
@@ -359,6 +395,7 @@ def create_app(settings: Any, store: Any, *, bots: Any = None, reports: Any = No
         logger=False,
         engineio_logger=False,
     )
+    _read_polling_bodies_whole(sio)
     hub = Hub(sio, store, secret)
     app[api.SETTINGS] = settings
     app[api.STORE] = store

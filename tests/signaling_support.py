@@ -117,11 +117,22 @@ class Peer:
         for name in self.EVENTS:
             self.sio.on(name, self._collector(name))
         self.sio.on("disconnect", self._on_disconnect)
+        self.refusals: list[Any] = []
+        self.sio.on("connect_error", self._on_refused)
 
     def _collector(self, name: str):
         async def collect(data: Any = None) -> None:
             self.queues[name].put_nowait(data)
         return collect
+
+    async def _on_refused(self, data: Any = None) -> None:
+        self.refusals.append(data)
+
+    @property
+    def refusal(self) -> str:
+        """The server's reason for refusing the last connection attempt."""
+        last = self.refusals[-1] if self.refusals else None
+        return str(last.get("message") if isinstance(last, dict) else last)
 
     async def _on_disconnect(self, reason: Any = None) -> None:
         self.disconnected.set()
