@@ -1,7 +1,8 @@
-"""BotPeer against a Socket.IO relay and a real aiortc candidate sending student.mkv and english.wav.
+"""BotPeer with a real aiortc candidate sending student.mkv and english.wav.
 
-`signaling/server.py` has not landed yet, so `Relay` below implements the part of the
-protocol in docs/architecture.md the bot uses: ``participants`` on every join/leave
+The last test runs against the real `signaling/server.py` (tokens, rooms, stored events).
+The others use `Relay`, a database-free Socket.IO relay that implements the part of the
+protocol in docs/architecture.md the bot uses (and lets a test record every message): ``participants`` on every join/leave
 (one candidate and one bot socket per interview, a newcomer replaces the old one),
 ``signal`` relayed as ``{from, role, kind, data}``, ``page_event`` relayed to the bot
 with ``t``, ``bot_event`` stored and relayed as ``alert``, ``chat``. Its tokens are
@@ -307,3 +308,47 @@ async def test_an_oversized_snapshot_is_reencoded_under_the_server_limit() -> No
     assert small is not None and len(small) <= SNAPSHOT_LIMIT
     assert cv2.imdecode(np.frombuffer(small, np.uint8), cv2.IMREAD_COLOR) is not None
     assert await fit_snapshot(b"\xff\xd8small") == b"\xff\xd8small"
+
+
+async def test_bot_against_the_real_signaling_server(settings: Any, store: Any) -> None:
+    """The same flow through signaling/server.py: real tokens, rooms, relay and event storage."""
+    from tests.signaling_support import running
+
+    async with running(settings, store) as server:
+        iid = await server.interview()
+        first = CandidatePeer(server.url, server.token(iid, "candidate"), STUDENT_VIDEO, ENGLISH_AUDIO)
+        await first.start()
+        bot = BotPeer(server.url, server.token(iid, "bot"))
+        await bot.start()
+        second = None
+        try:
+            await until(lambda: bot.video is not None and bot.video.latest_t is not None, 15, "frames")
+            frame = await bot.video.next(timeout=5)
+            assert frame is not None and (frame.width, frame.height) == (640, 480)
+            assert await bot.audio.next(timeout=5) is not None
+
+            await first.send_page_event("window_blur", True)
+            await until(lambda: bot.page_events.qsize() >= 1, 5, "a page event")
+            assert bot.take_page_events() == [("window_blur", True)]
+
+            jpeg = cv2.imencode(".jpg", frame.image)[1].tobytes()
+            event = Event(type=LOOKING_AWAY, start=max(0.0, frame.t), end=None, confidence=0.7)
+            assert await bot.send_event("opened", event.to_dict(), jpeg)
+            await until(lambda: bot.unacknowledged == 0, 5, "the acknowledgement")
+            for _ in range(100):
+                if await store.get_snapshot(iid, event.id) is not None:
+                    break
+                await asyncio.sleep(0.05)
+            assert await store.get_snapshot(iid, event.id) == jpeg
+
+            second = CandidatePeer(server.url, server.token(iid, "candidate"), STUDENT_VIDEO, ENGLISH_AUDIO)
+            await second.start()  # a reload: the server replaces the old candidate socket
+            await until(lambda: bot.candidate_sid == second.sid and bot.media_connected, 15, "the new candidate")
+            t = bot.video.latest_t
+            assert await bot.video.next(after_t=t, timeout=10) is not None
+            assert not bot.errors, list(bot.errors)
+        finally:
+            await bot.stop()
+            for cand in (first, second):
+                if cand is not None:
+                    await cand.stop()
