@@ -323,8 +323,8 @@ async def list_events(request: web.Request) -> web.Response:
     authenticate(request)
     iid = request.match_info["id"]
     await interview_or_404(request, iid)
-    events = await request.app[STORE].list_events(iid)
-    return json_response({"events": [e.to_dict() for e in events]})
+    events = await request.app[STORE].list_events(iid, snapshots=True)
+    return json_response({"events": [{**e.to_dict(), "has_snapshot": e.snapshot is not None} for e in events]})
 
 
 def _event_id(request: web.Request) -> str:

@@ -265,6 +265,7 @@ async def test_events_review_and_snapshot(srv):
     assert status == 200
     assert [e["id"] for e in data["events"]] == [first.id, second.id]  # ordered by start
     assert data["events"][0]["type"] == "looking_away" and "snapshot" not in data["events"][0]
+    assert [e["has_snapshot"] for e in data["events"]] == [True, False]
 
     status, body, headers = await http("GET", f"{srv.url}/api/interviews/{iid}/events/{first.id}/snapshot",
                                        params={"token": tok})
@@ -406,3 +407,52 @@ async def test_concurrent_creates(srv):
     results = await asyncio.gather(*(create(srv, {"candidate_name": f"C{i}", "interviewer_email": "i@example.com"})
                                      for i in range(10)))
     assert len({r["id"] for r in results}) == 10
+
+
+# --- run(): the real process ---------------------------------------------------------------------
+
+RUN_SCRIPT = """
+import logging, sys
+from pathlib import Path
+from bot.settings import Settings
+from signaling.server import run
+logging.basicConfig(level=logging.INFO)
+run(Settings(host="127.0.0.1", port=int(sys.argv[1]), data_dir=Path(sys.argv[2]), mongodb_uri=sys.argv[3],
+             secret_key="run-test-secret"))
+print("stopped cleanly", flush=True)
+"""
+
+
+async def test_run_serves_until_sigint_and_stops_cleanly(tmp_path, mongo_server):
+    import signal
+    import sys
+
+    from tests.conftest import REPO, free_port
+
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", RUN_SCRIPT, str(port), str(tmp_path), mongo_server.uri, cwd=str(REPO),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                status, data, _ = await http("GET", url + "/healthz")
+                break
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
+        assert status == 200 and data == {"ok": True}
+        status, data, _ = await http("POST", url + "/api/interviews",
+                                     json={"candidate_name": "Run", "interviewer_email": "run@example.com"})
+        assert status == 201 and data["candidate_url"].startswith(f"{url}/interview/{data['id']}?token=")
+        status, data, _ = await http("POST", f"{url}/api/interviews/{data['id']}/bot",
+                                     headers=bearer(token_of(data["interviewer_url"])))
+        assert status == 503 and "not available" in data["error"]  # run() without bots
+        proc.send_signal(signal.SIGINT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+        assert proc.returncode == 0, out.decode()[-2000:]
+        assert b"stopped cleanly" in out and b"Traceback" not in out
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
