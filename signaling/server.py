@@ -141,6 +141,10 @@ class Hub:
             raise socketio.exceptions.ConnectionRefusedError("unknown interview")
         if interview.get("status") == "ended" and claims.role != "interviewer":
             raise socketio.exceptions.ConnectionRefusedError("the interview has ended")
+        if not self._still_there(sid):
+            # gone while we looked the interview up: do not join a socket whose disconnect
+            # may already have been handled (python-socketio skips it for pending connects)
+            raise socketio.exceptions.ConnectionRefusedError("disconnected while connecting")
         started = as_unix(interview.get("started_at"))
         if started is not None:
             self.started.setdefault(iid, started)
@@ -162,6 +166,11 @@ class Hub:
             self._spawn(self._mark_started(iid, self.started[iid]))
         # after the CONNECT packet has gone out, so the newcomer gets the list too
         self._spawn(self.announce(iid))
+
+    def _still_there(self, sid: str) -> bool:
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        sock = self.sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        return sock is not None and not sock.closed and not getattr(sock, "closing", False)
 
     async def disconnect(self, sid: str, reason: Any = None) -> None:
         self.limits.pop(sid, None)

@@ -370,3 +370,43 @@ async def test_polling_transport_and_transport_limit(srv):
         await interviewer.until("participants", lambda d: roles(d) == ["bot", "interviewer"], timeout=5)
         await bot.sio.emit("chat", {"text": "still here"})
         assert (await interviewer.until("chat", lambda m: m["text"] == "still here", timeout=5))["from_role"] == "bot"
+
+
+class SlowStore:
+    """The real store, with interview lookups slowed down (a busy database)."""
+
+    def __init__(self, store, delay: float) -> None:
+        self._store, self._delay = store, delay
+
+    async def get_interview(self, iid):
+        await asyncio.sleep(self._delay)
+        return await self._store.get_interview(iid)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+async def test_socket_gone_while_connecting_leaves_no_ghost(settings, store):
+    import json
+
+    import aiohttp
+
+    from signaling import api
+
+    async with running(settings, SlowStore(store, 0.5)) as srv:
+        iid = await srv.interview()
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(srv.url + "/socket.io/?EIO=4&transport=websocket")
+            opened = await ws.receive_str()
+            assert opened.startswith("0{")
+            await ws.send_str("40" + json.dumps({"token": srv.token(iid, "candidate")}))
+            await asyncio.sleep(0.1)
+            await ws.close()  # gone while the server looks the interview up
+        await asyncio.sleep(1.0)
+        hub = srv.app[api.HUB]
+        print("ROOMS", hub.rooms.participants(iid), list(srv.app[api.HUB].sio.eio.sockets)); assert hub.rooms.participants(iid) == []
+        # and a real client still gets in
+        async with peers() as made:
+            p = await join(made, srv, iid, "candidate")
+            got = await p.until("participants", lambda d: len(d["participants"]) == 1)
+            assert got["participants"][0]["sid"] == p.sid
