@@ -1,0 +1,242 @@
+"""The product as people use it: two headless Chromium instances, the real server, the real bot.
+
+The server (`signaling.server.create_app` with the real Store on SecantusDB, the real
+BotWorker and Reports with the mail outbox) runs in its own thread and event loop;
+Selenium drives the candidate's page, whose fake camera plays a .y4m made from the
+shared no-face video, and the interviewer's page.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import statistics
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.scenario import MEDIA
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+FFMPEG = shutil.which("ffmpeg")
+if not CHROMIUM or not CHROMEDRIVER or not FFMPEG:
+    pytest.skip("needs Debian's chromium, chromium-driver and ffmpeg (./scripts/setup --test)",
+                allow_module_level=True)
+if not (REPO / "signaling/web/node_modules/socket.io-client/dist/socket.io.min.js").is_file():
+    pytest.skip("socket.io-client is not installed: npm ci --prefix signaling/web", allow_module_level=True)
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from adapters.mail import Mailer  # noqa: E402
+from adapters.store import Store  # noqa: E402
+from bot.reporting import Reports  # noqa: E402
+from bot.worker import BotWorker  # noqa: E402
+from signaling.server import create_app  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
+
+CHROME_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream", "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--window-size=1280,900",
+]
+
+
+class ServerThread:
+    """`proctor serve`'s app, in a thread of its own."""
+
+    def __init__(self, settings: Any) -> None:
+        from aiohttp import web
+
+        self.web = web
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.call(self._start())
+
+    def call(self, coro: Any, timeout: float = 60) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def _start(self) -> None:
+        self.store = await Store.open(self.settings)
+        self.worker = BotWorker(self.settings)
+        app = create_app(self.settings, self.store, bots=self.worker,
+                         reports=Reports(self.store, Mailer(self.settings)))
+        self.runner = self.web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await self.web.TCPSite(self.runner, self.settings.host, self.settings.port).start()
+
+    async def _stop(self) -> None:
+        await self.worker.close()
+        await self.runner.cleanup()
+        await self.store.close()
+
+    def stop(self) -> None:
+        self.call(self._stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    def api(self, method: str, path: str, token: str | None = None, body: dict | None = None) -> tuple[int, Any]:
+        req = urllib.request.Request(self.settings.base_url + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": f"Bearer {token}"} if token else {})})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                raw = r.read()
+                return r.status, json.loads(raw) if r.headers.get_content_type() == "application/json" else raw
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def camera(tmp_path_factory) -> tuple[Path, Path]:
+    """A fake camera: 12 s of the no-face video as .y4m (Chromium loops it), and speech."""
+    d = tmp_path_factory.mktemp("camera")
+    y4m = d / "noface.y4m"
+    subprocess.run([FFMPEG, "-loglevel", "error", "-y", "-i", str(MEDIA / "video/one-by-one-person-detection.mp4"),
+                    "-t", "12", "-vf", "scale=640:360,fps=15", "-pix_fmt", "yuv420p", str(y4m)], check=True)
+    return y4m, MEDIA / "audio/english.wav"
+
+
+@pytest.fixture
+def server(settings):
+    settings.host, settings.port = "127.0.0.1", free_port()
+    settings.secret_key = "browser-test-secret"
+    srv = ServerThread(settings)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def browsers(tmp_path):
+    drivers = []
+
+    def new(*extra: str):
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = CHROMIUM
+        for flag in [*CHROME_FLAGS, *extra, f"--user-data-dir={tmp_path / f'profile{len(drivers)}'}"]:
+            opts.add_argument(flag)
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+        drivers.append(driver)
+        return driver
+
+    yield new
+    for d in drivers:
+        d.quit()
+
+
+def wait(driver, cond, timeout: float = 30, what: str = ""):
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(cond, message=f"waiting for {what}")
+
+
+def alerts(driver, kind: str, change: str = "opened") -> list[dict]:
+    return [a for a in (driver.execute_script("return window.proctorAlerts || []") or [])
+            if a["change"] == change and a["event"]["type"] == kind]
+
+
+def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(server, browsers, camera, tmp_path):
+    status, iv = server.api("POST", "/api/interviews", body={"candidate_name": "Chloé Chromium",
+                                                             "interviewer_email": "ivan@example.com"})
+    assert status in (200, 201), iv
+    iid = iv["id"]
+    y4m, wav = camera
+    cand = browsers(f"--use-file-for-fake-video-capture={y4m}", f"--use-file-for-fake-audio-capture={wav}")
+    intv = browsers()
+
+    cand.get(iv["candidate_url"])
+    notice = cand.find_element(By.ID, "consent").text.lower()
+    assert "proctor" in notice and "interviewer" in notice
+    assert cand.execute_script("return document.getElementById('local-video').srcObject") is None  # not before consent
+    cand.find_element(By.ID, "join").click()
+    intv.get(iv["interviewer_url"])
+    for d in (cand, intv):
+        wait(d, lambda d: d.execute_script("return document.getElementById('remote-video').videoWidth") > 0,
+             what="the call's remote video")
+    track = cand.execute_script("return document.getElementById('local-video').srcObject"
+                                ".getAudioTracks()[0].getSettings()")
+    assert (track["echoCancellation"], track["noiseSuppression"], track["autoGainControl"]) == (False, False, False)
+
+    intv.find_element(By.ID, "invite-bot").click()
+    wait(cand, lambda d: d.find_element(By.ID, "bot-indicator").get_attribute("data-present") == "true",
+         what="bot indicator on the candidate's page")
+    wait(intv, lambda d: alerts(d, "face_missing"), timeout=45, what="face_missing alert")
+
+    # the alert's path, frame taken by the bot -> the interviewer's page (same clock)
+    session = server.worker.sessions[iid]
+    fired = {eid: taken for change, eid, taken, _ in session.stats.fired if change == "opened"}
+    got = [(a["receivedAt"] / 1000.0) - fired[a["event"]["id"]]
+           for a in intv.execute_script("return window.proctorAlerts")
+           if a["change"] == "opened" and a["event"]["id"] in fired]
+    assert got and max(got) < 1.0
+    print(f"\nbrowser alert latency (frame taken -> interviewer page): median {statistics.median(got) * 1000:.0f} ms, "
+          f"max {max(got) * 1000:.0f} ms, n={len(got)}; bot analysed {session.stats.fps():.1f} frames/s")
+
+    token = iv["interviewer_url"].split("token=")[1].split("&")[0]
+    status, listed = server.api("GET", f"/api/interviews/{iid}/events", token)
+    assert status == 200
+    events = listed["events"] if isinstance(listed, dict) else listed
+    face_missing = [e for e in events if e["type"] == "face_missing"]
+    assert face_missing
+
+    # never on the candidate's page
+    assert cand.execute_script("return window.proctorAlerts") is None
+    assert "Face missing" not in cand.find_element(By.TAG_NAME, "body").text
+
+    # leaving the window, from the real page's own listeners
+    cand.execute_script("window.dispatchEvent(new Event('blur'))")
+    time.sleep(1.6)
+    cand.execute_script("window.dispatchEvent(new Event('focus'))")
+    wait(intv, lambda d: alerts(d, "window_blur", "closed"), timeout=10, what="window_blur event")
+
+    # review: confirm the face_missing event; the audit log keeps it
+    eid = face_missing[0]["id"]
+    button = f'.event[data-event-id="{eid}"] [data-action="confirmed"]'
+    # the list re-renders as alerts arrive: find and click in one step
+    wait(intv, lambda d: d.execute_script(f"const b = document.querySelector('{button}'); b && b.click(); return !!b"),
+         what="confirm button")
+    wait(intv, lambda d: d.execute_script(
+        f"return document.querySelector('.event[data-event-id=\"{eid}\"]')?.dataset.review") == "confirmed",
+         what="review state")
+    status, report = server.api("GET", f"/api/interviews/{iid}/report.json", token)
+    assert status == 200 and any(a["event_id"] == eid and a["action"] == "confirmed" for a in report["audit"])
+
+    intv.save_screenshot(str(tmp_path / "interviewer.png"))
+    cand.save_screenshot(str(tmp_path / "candidate.png"))
+
+    intv.find_element(By.ID, "end-interview").click()
+    wait(intv, lambda d: d.find_element(By.ID, "end-confirm").is_displayed(), what="end dialog")
+    intv.find_element(By.ID, "end-confirm").click()
+    wait(intv, lambda d: d.execute_script("return document.body.dataset.state") == "ended", what="ended")
+    assert not server.worker.is_present(iid)
+    outbox = server.settings.outbox
+    mails = list(outbox.glob("*.eml"))
+    assert len(mails) == 1 and b"application/pdf" in mails[0].read_bytes()
+
+
+def test_capacity_refusal_is_shown_to_the_interviewer(server, browsers):
+    server.settings.max_bots = 0
+    status, iv = server.api("POST", "/api/interviews", body={"candidate_name": "Full House",
+                                                             "interviewer_email": "ivan@example.com"})
+    assert status in (200, 201)
+    intv = browsers()
+    intv.get(iv["interviewer_url"])
+    wait(intv, lambda d: d.execute_script("return document.body.dataset.state") in ("connected", "in-call"),
+         what="interviewer connected")
+    intv.find_element(By.ID, "invite-bot").click()
+    toast = wait(intv, lambda d: d.find_elements(By.CSS_SELECTOR, ".toast-error"), what="error toast")[0]
+    assert "capacity" in toast.text.lower() or "PROCTOR_MAX_BOTS" in toast.text
+    assert not server.worker.is_present(iv["id"])
