@@ -12,7 +12,7 @@ import pytest
 
 from adapters.spool import Spool
 from adapters.store import Store, StoreUnavailable
-from bot.events import FACE_MISSING, LOOKING_AWAY, Event
+from bot.events import LOOKING_AWAY, Event
 from bot.settings import Settings
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9"
