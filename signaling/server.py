@@ -325,6 +325,11 @@ async def interview_page(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers=PAGE_HEADERS)
 
 
+async def start_page(request: web.Request) -> web.StreamResponse:
+    """Create an interview and get the two links."""
+    return web.FileResponse(WEB_DIR / "index.html", headers=PAGE_HEADERS)
+
+
 async def socket_io_js(request: web.Request) -> web.StreamResponse:
     if not SOCKET_IO_JS.is_file():
         raise _text_error(404, "socket.io-client is not installed (npm ci in signaling/web).")
@@ -416,6 +421,7 @@ def create_app(settings: Any, store: Any, *, bots: Any = None, reports: Any = No
     app[SIO] = sio
     sio.attach(app)
     api.add_routes(app)
+    app.router.add_get("/", start_page)
     app.router.add_get("/interview/{id}", interview_page)
     app.router.add_get("/static/vendor/socket.io.min.js", socket_io_js)
     app.router.add_get("/static/{path:.+}", static_file)

@@ -240,3 +240,32 @@ def test_capacity_refusal_is_shown_to_the_interviewer(server, browsers):
     toast = wait(intv, lambda d: d.find_elements(By.CSS_SELECTOR, ".toast-error"), what="error toast")[0]
     assert "capacity" in toast.text.lower() or "PROCTOR_MAX_BOTS" in toast.text
     assert not server.worker.is_present(iv["id"])
+
+
+def test_start_page_creates_an_interview_and_hands_out_both_links(server, browsers):
+    page = browsers()
+    page.get(server.settings.base_url + "/")
+    page.find_element(By.NAME, "candidate_name").send_keys("Ana Start")
+    page.find_element(By.NAME, "interviewer_email").send_keys("not-an-email")
+    page.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    assert page.execute_script("return document.body.dataset.state") == "idle"  # the browser's own check
+    page.find_element(By.NAME, "interviewer_email").clear()
+    page.find_element(By.NAME, "interviewer_email").send_keys("ana.lead@example.com")
+    page.find_element(By.CSS_SELECTOR, "details summary").click()
+    page.find_element(By.NAME, "policy").send_keys('{"rules": {"looking_away": {"dwel": 5}}}')
+    page.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    error = wait(page, lambda d: d.find_element(By.ID, "error").text, what="policy error")
+    assert "dwel" in error  # the server's message names the bad key
+    page.find_element(By.NAME, "policy").clear()
+    page.find_element(By.NAME, "policy").send_keys('{"rules": {"looking_away": {"dwell": 5}}}')
+    page.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(page, lambda d: d.execute_script("return document.body.dataset.state") == "created", what="links")
+    interviewer_url = page.find_element(By.ID, "interviewer-url").get_attribute("value")
+    candidate_url = page.find_element(By.ID, "candidate-url").get_attribute("value")
+    assert "token=" in interviewer_url and "token=" in candidate_url and interviewer_url != candidate_url
+    iid = interviewer_url.split("/interview/")[1].split("?")[0]
+    interview = server.call(server.store.get_interview(iid))
+    assert interview["candidate_name"] == "Ana Start" and interview["policy"]["rules"]["looking_away"]["dwell"] == 5
+    page.get(interviewer_url)
+    wait(page, lambda d: d.execute_script("return document.body.dataset.state") in ("connected", "in-call"),
+         what="interviewer page connected")
