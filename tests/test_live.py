@@ -147,3 +147,41 @@ async def test_page_events_become_tab_hidden_events(live_settings, store):
             await interviewer.sio.disconnect()
             await worker.close()
 
+
+
+async def test_a_dead_track_is_an_event_and_a_reload_renegotiates(live_settings, store):
+    worker = BotWorker(live_settings)
+    async with running(live_settings, store, bots=worker) as srv:
+        iid = await srv.interview("Flaky Network")
+        token = srv.token(iid, "interviewer")
+        interviewer = Listener()
+        await interviewer.connect(srv.url, token)
+        candidate = CandidatePeer(srv.url, srv.token(iid, "candidate"), MEDIA / "video/thanks.mkv")
+        await candidate.start()
+        try:
+            status, body, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot",
+                                         headers={"Authorization": f"Bearer {token}"})
+            assert status in (200, 202), body
+            session = worker.sessions[iid]
+            assert await wait_for(lambda: session.stats.frames_analysed > 5, 15)
+
+            # the media dies but the candidate stays in the room and ignores new offers
+            candidate.ignore_offers = 1000
+            await candidate.close_peer_connections()
+            assert await wait_for(lambda: interviewer.opened("media_lost"), 15), interviewer.alerts
+            lost = interviewer.opened("media_lost")[0][1]["event"]
+            assert lost["detail"].get("kind") in ("video", "audio")
+
+            # the candidate reloads the page: a new socket, the bot offers again, frames flow again
+            await candidate.stop()
+            candidate = CandidatePeer(srv.url, srv.token(iid, "candidate"), MEDIA / "video/thanks.mkv")
+            await candidate.start()
+            before = session.stats.frames_analysed
+            assert await wait_for(lambda: session.stats.frames_analysed > before + 10, 20)
+            assert session.peer.media_connected
+            assert await wait_for(lambda: any(a["change"] == "closed" and a["event"]["type"] == "media_lost"
+                                              for _, a in interviewer.alerts), 10)
+        finally:
+            await candidate.stop()
+            await interviewer.sio.disconnect()
+            await worker.close()
