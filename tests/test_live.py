@@ -7,7 +7,10 @@ import asyncio
 import statistics
 import subprocess
 import time
-from typing import Any
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator
 
 import pytest
 import socketio
@@ -55,54 +58,84 @@ def live_settings(settings, smtp_server):
     return settings
 
 
-async def test_no_face_reaches_the_interviewer_only_then_the_report_is_mailed(live_settings, store, smtp_server):
-    worker = BotWorker(live_settings)
-    reports = Reports(store, Mailer(live_settings))
-    async with running(live_settings, store, bots=worker, reports=reports) as srv:
-        iid = await srv.interview("Nora Noface")
-        interviewer_token = srv.token(iid, "interviewer")
-        interviewer, candidate_ear = Listener(), Listener()
-        await interviewer.connect(srv.url, interviewer_token)
-        candidate = CandidatePeer(srv.url, srv.token(iid, "candidate"),
-                                  MEDIA / "video/one-by-one-person-detection.mp4", MEDIA / "audio/english.wav")
-        candidate.sio.on("alert", candidate_ear._on_alert)  # the candidate's own socket
-        await candidate.start()
+@dataclass
+class Call:
+    srv: Any
+    iid: str
+    token: str  # the interviewer's
+    worker: BotWorker
+    interviewer: Listener
+    candidate: CandidatePeer
+    candidate_ear: Listener  # alerts arriving on the candidate's own socket
+
+    async def invite(self) -> None:
+        status, body, _ = await http("POST", f"{self.srv.url}/api/interviews/{self.iid}/bot",
+                                     headers={"Authorization": f"Bearer {self.token}"})
+        assert status in (200, 202), body
+
+    async def api(self, method: str, path: str) -> tuple[int, Any]:
+        status, body, _ = await http(method, f"{self.srv.url}/api/interviews/{self.iid}{path}",
+                                     headers={"Authorization": f"Bearer {self.token}"})
+        return status, body
+
+    async def join_candidate(self, video: Path, audio: Path | None = None) -> None:
+        """The candidate (re)loads the page: a new socket and new peer connections."""
+        self.candidate = CandidatePeer(self.srv.url, self.srv.token(self.iid, "candidate"), video, audio)
+        self.candidate.sio.on("alert", self.candidate_ear._on_alert)
+        await self.candidate.start()
+
+
+@asynccontextmanager
+async def live_call(settings, store, name: str, video: Path, audio: Path | None = None, *,
+                    reports: Any = None) -> AsyncIterator[Call]:
+    worker = BotWorker(settings)
+    async with running(settings, store, bots=worker, reports=reports) as srv:
+        iid = await srv.interview(name)
+        token = srv.token(iid, "interviewer")
+        interviewer = Listener()
+        await interviewer.connect(srv.url, token)
+        call = Call(srv, iid, token, worker, interviewer, None, Listener())  # type: ignore[arg-type]
+        await call.join_candidate(video, audio)
         try:
-            status, body, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot",
-                                         headers={"Authorization": f"Bearer {interviewer_token}"})
-            assert status in (200, 202), body
-            assert await wait_for(lambda: interviewer.opened("face_missing"), 30), interviewer.alerts
-            session = worker.sessions[iid]
-
-            # latency: frame taken -> detectors -> rule fires -> sent -> the interviewer's socket has it
-            fired = {eid: (taken, sent) for change, eid, taken, sent in session.stats.fired if change == "opened"}
-            hops = [(got - fired[a["event"]["id"]][1], got - fired[a["event"]["id"]][0])
-                    for got, a in interviewer.alerts if a["change"] == "opened" and a["event"]["id"] in fired]
-            assert hops and max(total for _, total in hops) < 1.0
-            print(f"\nalert latency ms, rule fired -> interviewer: "
-                  f"median {statistics.median(h[0] for h in hops) * 1000:.1f}; frame taken -> interviewer: "
-                  f"median {statistics.median(h[1] for h in hops) * 1000:.1f}, max {max(h[1] for h in hops) * 1000:.1f} "
-                  f"(n={len(hops)}); frames analysed {session.stats.fps():.1f}/s")
-            assert session.stats.frames_analysed > 10
-            assert session.peer.audio is not None and session.stats.audio_chunks > 0
-
-            await asyncio.sleep(0.5)
-            assert candidate_ear.alerts == []  # never to the candidate
-
-            status, events, _ = await http("GET", f"{srv.url}/api/interviews/{iid}/events",
-                                           headers={"Authorization": f"Bearer {interviewer_token}"})
-            assert status == 200
-            listed = events["events"] if isinstance(events, dict) else events
-            assert "face_missing" in {e["type"] for e in listed}
-
-            status, body, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/end",
-                                         headers={"Authorization": f"Bearer {interviewer_token}"})
-            assert status == 200, body
-            assert not worker.is_present(iid)
+            yield call
         finally:
-            await candidate.stop()
+            await call.candidate.stop()
             await interviewer.sio.disconnect()
             await worker.close()
+
+
+async def test_no_face_reaches_the_interviewer_only_then_the_report_is_mailed(live_settings, store, smtp_server):
+    reports = Reports(store, Mailer(live_settings))
+    async with live_call(live_settings, store, "Nora Noface", MEDIA / "video/one-by-one-person-detection.mp4",
+                         MEDIA / "audio/english.wav", reports=reports) as call:
+        interviewer = call.interviewer
+        await call.invite()
+        assert await wait_for(lambda: interviewer.opened("face_missing"), 30), interviewer.alerts
+        session = call.worker.sessions[call.iid]
+
+        # latency: frame taken -> detectors -> rule fires -> sent -> the interviewer's socket has it
+        fired = {eid: (taken, sent) for change, eid, taken, sent in session.stats.fired if change == "opened"}
+        hops = [(got - fired[a["event"]["id"]][1], got - fired[a["event"]["id"]][0])
+                for got, a in interviewer.alerts if a["change"] == "opened" and a["event"]["id"] in fired]
+        assert hops and max(total for _, total in hops) < 1.0
+        print(f"\nalert latency ms, rule fired -> interviewer: "
+              f"median {statistics.median(h[0] for h in hops) * 1000:.1f}; frame taken -> interviewer: "
+              f"median {statistics.median(h[1] for h in hops) * 1000:.1f}, max {max(h[1] for h in hops) * 1000:.1f} "
+              f"(n={len(hops)}); frames analysed {session.stats.fps():.1f}/s")
+        assert session.stats.frames_analysed > 10
+        assert session.peer.audio is not None and session.stats.audio_chunks > 0
+
+        await asyncio.sleep(0.5)
+        assert call.candidate_ear.alerts == []  # never to the candidate
+
+        status, listed = await call.api("GET", "/events")
+        assert status == 200
+        assert "face_missing" in {e["type"] for e in listed["events"]}
+
+        status, body = await call.api("POST", "/end")
+        assert status == 200, body
+        assert not call.worker.is_present(call.iid)
+        iid = call.iid
 
     assert await wait_for(lambda: smtp_server.messages, 10)
     msg = smtp_server.messages[-1]
@@ -120,68 +153,38 @@ async def test_no_face_reaches_the_interviewer_only_then_the_report_is_mailed(li
 
 
 async def test_page_events_become_tab_hidden_events(live_settings, store):
-    worker = BotWorker(live_settings)
-    async with running(live_settings, store, bots=worker) as srv:
-        iid = await srv.interview("Tab Switcher")
-        token = srv.token(iid, "interviewer")
-        interviewer = Listener()
-        await interviewer.connect(srv.url, token)
-        candidate = CandidatePeer(srv.url, srv.token(iid, "candidate"), MEDIA / "video/thanks.mkv")
-        await candidate.start()
-        try:
-            status, body, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot",
-                                         headers={"Authorization": f"Bearer {token}"})
-            assert status in (200, 202), body
-            assert await wait_for(lambda: worker.sessions[iid].peer.media_connected, 15)
-            await candidate.send_page_event("tab_hidden", True)
-            await asyncio.sleep(1.5)
-            await candidate.send_page_event("tab_hidden", False)
-            assert await wait_for(lambda: interviewer.opened("tab_hidden"), 5), interviewer.alerts
-            assert await wait_for(lambda: any(a["change"] == "closed" and a["event"]["type"] == "tab_hidden"
-                                              for _, a in interviewer.alerts), 5)
-            closed = [a["event"] for _, a in interviewer.alerts
-                      if a["change"] == "closed" and a["event"]["type"] == "tab_hidden"][0]
-            assert closed["end"] - closed["start"] == pytest.approx(1.5, abs=0.6)
-        finally:
-            await candidate.stop()
-            await interviewer.sio.disconnect()
-            await worker.close()
-
+    async with live_call(live_settings, store, "Tab Switcher", MEDIA / "video/thanks.mkv") as call:
+        await call.invite()
+        assert await wait_for(lambda: call.worker.sessions[call.iid].peer.media_connected, 15)
+        await call.candidate.send_page_event("tab_hidden", True)
+        await asyncio.sleep(1.5)
+        await call.candidate.send_page_event("tab_hidden", False)
+        alerts = call.interviewer.alerts
+        assert await wait_for(lambda: call.interviewer.opened("tab_hidden"), 5), alerts
+        assert await wait_for(lambda: any(a["change"] == "closed" and a["event"]["type"] == "tab_hidden"
+                                          for _, a in alerts), 5)
+        closed = [a["event"] for _, a in alerts if a["change"] == "closed" and a["event"]["type"] == "tab_hidden"][0]
+        assert closed["end"] - closed["start"] == pytest.approx(1.5, abs=0.6)
 
 
 async def test_a_dead_track_is_an_event_and_a_reload_renegotiates(live_settings, store):
-    worker = BotWorker(live_settings)
-    async with running(live_settings, store, bots=worker) as srv:
-        iid = await srv.interview("Flaky Network")
-        token = srv.token(iid, "interviewer")
-        interviewer = Listener()
-        await interviewer.connect(srv.url, token)
-        candidate = CandidatePeer(srv.url, srv.token(iid, "candidate"), MEDIA / "video/thanks.mkv")
-        await candidate.start()
-        try:
-            status, body, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot",
-                                         headers={"Authorization": f"Bearer {token}"})
-            assert status in (200, 202), body
-            session = worker.sessions[iid]
-            assert await wait_for(lambda: session.stats.frames_analysed > 5, 15)
+    async with live_call(live_settings, store, "Flaky Network", MEDIA / "video/thanks.mkv") as call:
+        await call.invite()
+        session = call.worker.sessions[call.iid]
+        assert await wait_for(lambda: session.stats.frames_analysed > 5, 15)
 
-            # the media dies but the candidate stays in the room and ignores new offers
-            candidate.ignore_offers = 1000
-            await candidate.close_peer_connections()
-            assert await wait_for(lambda: interviewer.opened("media_lost"), 15), interviewer.alerts
-            lost = interviewer.opened("media_lost")[0][1]["event"]
-            assert lost["detail"].get("kind") in ("video", "audio")
+        # the media dies but the candidate stays in the room and ignores new offers
+        call.candidate.ignore_offers = 1000
+        await call.candidate.close_peer_connections()
+        assert await wait_for(lambda: call.interviewer.opened("media_lost"), 15), call.interviewer.alerts
+        lost = call.interviewer.opened("media_lost")[0][1]["event"]
+        assert lost["detail"].get("kind") in ("video", "audio")
 
-            # the candidate reloads the page: a new socket, the bot offers again, frames flow again
-            await candidate.stop()
-            candidate = CandidatePeer(srv.url, srv.token(iid, "candidate"), MEDIA / "video/thanks.mkv")
-            await candidate.start()
-            before = session.stats.frames_analysed
-            assert await wait_for(lambda: session.stats.frames_analysed > before + 10, 20)
-            assert session.peer.media_connected
-            assert await wait_for(lambda: any(a["change"] == "closed" and a["event"]["type"] == "media_lost"
-                                              for _, a in interviewer.alerts), 10)
-        finally:
-            await candidate.stop()
-            await interviewer.sio.disconnect()
-            await worker.close()
+        # the candidate reloads the page: a new socket, the bot offers again, frames flow again
+        await call.candidate.stop()
+        await call.join_candidate(MEDIA / "video/thanks.mkv")
+        before = session.stats.frames_analysed
+        assert await wait_for(lambda: session.stats.frames_analysed > before + 10, 20)
+        assert session.peer.media_connected
+        assert await wait_for(lambda: any(a["change"] == "closed" and a["event"]["type"] == "media_lost"
+                                          for _, a in call.interviewer.alerts), 10)
