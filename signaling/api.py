@@ -41,8 +41,7 @@ _EVENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 class Capacity(Exception):
     """Raised by ``bots.invite`` when the machine already runs ``max_bots`` bots (-> 503).
 
-    Any exception class named ``Capacity`` is treated the same, so the bot worker may
-    define its own.
+    ``bot.worker.BotWorker`` raises this class itself; other exceptions are not capacity.
     """
 
 
@@ -250,7 +249,7 @@ def _now() -> datetime:
 
 
 def _is_capacity(exc: BaseException) -> bool:
-    return isinstance(exc, Capacity) or any(c.__name__ == "Capacity" for c in type(exc).__mro__)
+    return isinstance(exc, Capacity)
 
 
 # --- handlers --------------------------------------------------------------------------

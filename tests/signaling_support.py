@@ -1,8 +1,11 @@
-"""Helpers for the signaling tests: a running server on a free port, recording bots/reports
-collaborators, and Socket.IO clients that queue what they receive."""
+"""Helpers for the signaling tests: a running server on a free port (optionally with the real bot
+worker and reports), Socket.IO clients that queue what they receive, and readers for real reports."""
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
+import subprocess
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -15,62 +18,6 @@ from signaling.server import create_app
 from tests.conftest import free_port
 
 
-class RecordingBots:
-    """The bots collaborator as the lead's worker implements it, recording calls."""
-
-    def __init__(self, *, capacity_error: Exception | None = None) -> None:
-        self.invited: list[tuple[dict, str, str]] = []
-        self.ended: list[str] = []
-        self.present: set[str] = set()
-        self.capacity_error = capacity_error
-
-    async def invite(self, interview: dict, bot_token: str, server_url: str) -> None:
-        if self.capacity_error is not None:
-            raise self.capacity_error
-        self.invited.append((interview, bot_token, server_url))
-        self.present.add(interview["id"])
-
-    async def end(self, interview_id: str) -> None:
-        self.ended.append(interview_id)
-        self.present.discard(interview_id)
-
-    def is_present(self, interview_id: str) -> bool:
-        return interview_id in self.present
-
-
-class StoreReports:
-    """A reports collaborator built from the store, like the lead's `Reports`."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-        self.finished: list[str] = []
-        self.fail_with: Exception | None = None
-
-    async def _events(self, iid: str) -> list:
-        if self.fail_with is not None:
-            raise self.fail_with
-        if await self.store.get_interview(iid) is None:
-            raise LookupError(iid)
-        return await self.store.list_events(iid)
-
-    async def pdf(self, iid: str) -> bytes:
-        events = await self._events(iid)
-        return b"%PDF-1.4\n% " + str(len(events)).encode() + b" events\n%%EOF\n"
-
-    async def csv(self, iid: str) -> str:
-        events = await self._events(iid)
-        return "id,type,start\n" + "".join(f"{e.id},{e.type},{e.start}\n" for e in events)
-
-    async def json(self, iid: str) -> dict:
-        events = await self._events(iid)
-        return {"interview_id": iid, "events": [e.to_dict() for e in events]}
-
-    async def finish(self, iid: str) -> dict:
-        events = await self._events(iid)
-        self.finished.append(iid)
-        return {"events": len(events), "delivery": "outbox"}
-
-
 class Running:
     def __init__(self, app: web.Application, runner: web.AppRunner, url: str, settings: Any, store: Any):
         self.app = app
@@ -79,6 +26,8 @@ class Running:
         self.settings = settings
         self.store = store
         self.secret = settings.secret_key
+        self.worker: Any = None  # bot.worker.BotWorker, with `running_with_bot`
+        self.reports: Any = None  # bot.reporting.Reports, with `running_with_bot`
 
     def token(self, iid: str, role: str, ttl: float = 600, name: str | None = None) -> str:
         return tokens.issue(self.secret, iid, role, ttl, name=name)
@@ -103,6 +52,37 @@ async def running(settings: Any, store: Any, *, bots: Any = None, reports: Any =
         yield Running(app, runner, settings.base_url, settings, store)
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def running_with_bot(settings: Any, store: Any) -> AsyncIterator[Running]:
+    """`running` with the real collaborators: `BotWorker` (models, a real bot client) and `Reports`
+    mailing through `Mailer` (no SMTP host in the test settings: ``.eml`` files in ``settings.outbox``).
+    Every bot still in a call leaves before the server stops."""
+    from adapters.mail import Mailer
+    from bot.reporting import Reports
+    from bot.worker import BotWorker
+
+    worker = BotWorker(settings)
+    reports = Reports(store, Mailer(settings))
+    async with running(settings, store, bots=worker, reports=reports) as srv:
+        srv.worker, srv.reports = worker, reports
+        try:
+            yield srv
+        finally:
+            await worker.close()
+
+
+def pdf_text(pdf: bytes) -> str:
+    """The text of a PDF, as poppler's ``pdftotext`` reads it."""
+    out = subprocess.run(["pdftotext", "-", "-"], input=pdf, capture_output=True, timeout=30, check=True)
+    return out.stdout.decode("utf-8", "replace")
+
+
+def outbox_mails(settings: Any) -> list[email.message.EmailMessage]:
+    """The ``.eml`` files the real `Mailer` wrote into ``settings.outbox``, oldest first."""
+    paths = sorted(settings.outbox.glob("*.eml")) if settings.outbox.exists() else []
+    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in paths]  # type: ignore[misc]
 
 
 class Peer:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import logging
 from urllib.parse import parse_qs, urlsplit
 
@@ -11,17 +13,15 @@ import pytest
 from bot.events import Event
 from signaling import api, tokens
 from signaling.server import SOCKET_IO_JS, WEB_DIR
-from tests.signaling_support import RecordingBots, StoreReports, http, running
+from tests.signaling_support import Peer, http, outbox_mails, pdf_text, peers, running, running_with_bot
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x01" * 64
 
 
 @pytest.fixture
 async def srv(settings, store):
-    bots = RecordingBots()
-    reports = StoreReports(store)
-    async with running(settings, store, bots=bots, reports=reports) as s:
-        s.bots, s.reports = bots, reports
+    """The server with the real bot worker and reports (mail into ``settings.outbox``)."""
+    async with running_with_bot(settings, store) as s:
         yield s
 
 
@@ -38,6 +38,34 @@ def token_of(url: str) -> str:
 
 def bearer(tok: str) -> dict:
     return {"Authorization": f"Bearer {tok}"}
+
+
+def roles(participants: dict) -> list[str]:
+    return sorted(p["role"] for p in participants["participants"])
+
+
+def bots_in(participants: dict) -> list[dict]:
+    return [p for p in participants["participants"] if p["role"] == "bot"]
+
+
+async def watch(made: list[Peer], srv, iid: str) -> Peer:
+    """An interviewer's Socket.IO client in the call, to see who is there."""
+    p = Peer()
+    made.append(p)
+    await p.connect(srv.url, srv.token(iid, "interviewer"))
+    await p.until("participants", lambda d: roles(d) == ["interviewer"])
+    return p
+
+
+async def invite_and_see_the_bot(srv, iid: str, interviewer: Peer) -> dict:
+    """POST /bot; the real bot joins the call: its entry in the interviewer's participants list."""
+    status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot",
+                                 headers=bearer(srv.token(iid, "interviewer")))
+    assert status == 202 and data == {"status": "invited"}, data
+    got = await interviewer.until("participants", bots_in, timeout=15)
+    (bot,) = bots_in(got)
+    assert srv.worker.is_present(iid)
+    return bot
 
 
 # --- create + pages ---------------------------------------------------------------------------
@@ -221,9 +249,12 @@ async def test_every_interviewer_route_checks_the_token(srv):
             assert needle in data["error"], data
             if expected == 401:
                 assert h["WWW-Authenticate"] == "Bearer"
-    # nothing happened on the way
-    assert srv.bots.invited == [] and srv.bots.ended == [] and srv.reports.finished == []
-    assert await srv.store.get_interview(iid) is not None
+    # nothing happened on the way: no bot started, nothing ended or mailed, nothing deleted or reviewed
+    assert srv.worker.sessions == {} and not srv.worker.is_present(iid)
+    stored = await srv.store.get_interview(iid)
+    assert stored is not None and stored["status"] != "ended" and not stored.get("ended_at")
+    assert not stored.get("report_sent_at") and outbox_mails(srv.settings) == []
+    assert await srv.store.audit_log(iid) == []
 
 
 async def test_token_in_query_works_like_bearer(srv):
@@ -308,32 +339,41 @@ async def test_events_of_other_interview_stay_hidden(srv):
 
 # --- bot, end, reports, delete ---------------------------------------------------------------------
 
-async def test_invite_bot_passes_a_bot_token(srv):
+async def test_invite_bot_joins_the_call_with_a_bot_token(srv):
     iid = (await create(srv))["id"]
-    status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot",
-                                 headers=bearer(srv.token(iid, "interviewer")))
-    assert status == 202 and data == {"status": "invited"}
-    (interview, bot_token, server_url), = srv.bots.invited
-    assert interview["id"] == iid and server_url == srv.url
-    claims = tokens.verify(srv.secret, bot_token)
-    assert (claims.interview_id, claims.role) == (iid, "bot")
-    # already there: not invited twice
-    status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot",
-                                 headers=bearer(srv.token(iid, "interviewer")))
-    assert status == 200 and data == {"status": "present"} and len(srv.bots.invited) == 1
-
-
-class Capacity(RuntimeError):
-    """Same name as bot.worker.Capacity: recognised by name."""
-
-
-@pytest.mark.parametrize("exc", [Capacity("at most 2 calls at once"), api.Capacity("at most 2 calls at once")])
-async def test_invite_at_capacity_is_503(settings, store, exc):
-    async with running(settings, store, bots=RecordingBots(capacity_error=exc)) as srv:
-        iid = await srv.interview()
+    async with peers() as made:
+        interviewer = await watch(made, srv, iid)
+        bot = await invite_and_see_the_bot(srv, iid, interviewer)
+        assert bot["name"] == "Proctor bot"
+        session = srv.worker.sessions[iid]
+        assert bot["sid"] == session.peer.sid
+        assert session.interview["id"] == iid and session.peer.server_url == srv.url
+        claims = tokens.verify(srv.secret, session.peer.bot_token)
+        assert (claims.interview_id, claims.role) == (iid, "bot")
+        # already there: not invited twice (the same session, and no second bot replaces it)
         status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot",
                                      headers=bearer(srv.token(iid, "interviewer")))
-        assert status == 503 and data == {"error": "at most 2 calls at once"}
+        assert status == 200 and data == {"status": "present"}
+        assert list(srv.worker.sessions) == [iid] and srv.worker.sessions[iid] is session
+        await asyncio.sleep(0.5)
+        assert all([b["sid"] for b in bots_in(d)] == [bot["sid"]] for d in interviewer.drain("participants"))
+
+
+async def test_invite_at_capacity_is_503(settings, store):
+    settings.max_bots = 0  # the real worker's admission control: no call may start
+    async with running_with_bot(settings, store) as srv:
+        iid = await srv.interview()
+        async with peers() as made:
+            interviewer = await watch(made, srv, iid)
+            status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot",
+                                         headers=bearer(srv.token(iid, "interviewer")))
+            assert status == 503 and list(data) == ["error"]
+            assert data["error"].startswith("this server analyses at most 0 calls at once"), data
+            assert srv.worker.sessions == {} and not srv.worker.is_present(iid)
+            assert await interviewer.nothing("participants", within=0.5)  # no bot joined
+            # with a free slot the same invitation gets the bot in
+            settings.max_bots = 1
+            await invite_and_see_the_bot(srv, iid, interviewer)
 
 
 async def test_without_bots_or_reports_routes_answer_503(settings, store):
@@ -355,25 +395,49 @@ async def test_end_then_reports_then_delete(srv):
     h = bearer(srv.token(iid, "interviewer"))
     ev = Event(type="multiple_faces", start=4.0, end=8.0, confidence=0.7, interview_id=iid)
     await srv.store.save_event(ev)
-    srv.bots.present.add(iid)
+    async with peers() as made:
+        interviewer = await watch(made, srv, iid)
+        await invite_and_see_the_bot(srv, iid, interviewer)
+
+        status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/end", headers=h)
+        assert status == 200, data
+        assert set(data) == {"score", "risk", "needs_review", "events", "delivery"}
+        assert data["events"] == 1 and 0 <= data["score"] < 100 and data["risk"] in ("low", "medium", "high")
+        assert data["delivery"].startswith(f"written to {srv.settings.outbox}")  # no SMTP host: the outbox
+        # the bot left the call
+        await interviewer.until("participants", lambda d: roles(d) == ["interviewer"], timeout=10)
+        assert not srv.worker.is_present(iid) and srv.worker.sessions == {}
+    stored = await srv.store.get_interview(iid)
+    assert stored["status"] == "ended" and stored["ended_at"] and stored["report_sent_at"]
+    assert stored["report_delivery"] == data["delivery"]
+
+    # one mail to the interviewer, with the PDF report
+    (mail,) = outbox_mails(srv.settings)
+    assert mail["To"] == "iris@example.com" and mail["Subject"] == "Proctoring report: Cory Candidate"
+    body = mail.get_body(("plain",)).get_content()
+    assert f"Integrity score: {data['score']:.1f}/100, risk {data['risk']}" in body
+    (attachment,) = mail.iter_attachments()
+    assert attachment.get_content_type() == "application/pdf"
+    assert attachment.get_filename() == f"proctoring-report-{iid}.pdf"
+    mailed = attachment.get_content()
+    assert mailed.startswith(b"%PDF")
+    text = pdf_text(mailed)
+    assert "Cory Candidate" in text and "Several faces" in text
 
     status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/end", headers=h)
-    assert status == 200 and data == {"events": 1, "delivery": "outbox"}
-    assert srv.bots.ended == [iid] and srv.reports.finished == [iid]
-    stored = await srv.store.get_interview(iid)
-    assert stored["status"] == "ended" and stored["ended_at"]
-    status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/end", headers=h)
-    assert status == 409 and srv.reports.finished == [iid]
+    assert status == 409 and len(outbox_mails(srv.settings)) == 1
     status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot", headers=h)
-    assert status == 409 and srv.bots.invited == []
+    assert status == 409 and srv.worker.sessions == {}
 
     status, body, headers = await http("GET", f"{srv.url}/api/interviews/{iid}/report.pdf", headers=h)
     assert status == 200 and body.startswith(b"%PDF") and headers["Content-Type"] == "application/pdf"
     assert f'filename="interview-{iid}.pdf"' in headers["Content-Disposition"]
+    assert "Several faces" in pdf_text(body)
     status, text, headers = await http("GET", f"{srv.url}/api/interviews/{iid}/report.csv", headers=h)
-    assert status == 200 and headers["Content-Type"].startswith("text/csv") and f"{ev.id},multiple_faces,4.0" in text
+    assert status == 200 and headers["Content-Type"].startswith("text/csv")
+    assert f"{ev.id},multiple_faces,4.000,8.000," in text
     status, data, _ = await http("GET", f"{srv.url}/api/interviews/{iid}/report.json", headers=h)
-    assert status == 200 and data["events"][0]["id"] == ev.id
+    assert status == 200 and [e["id"] for e in data["events"]] == [ev.id]
 
     status, data, _ = await http("DELETE", f"{srv.url}/api/interviews/{iid}", headers=h)
     assert status == 200 and data == {"deleted": True}
@@ -381,24 +445,100 @@ async def test_end_then_reports_then_delete(srv):
     assert await srv.store.list_events(iid) == []
     status, data, _ = await http("GET", f"{srv.url}/api/interviews/{iid}/events", headers=h)
     assert status == 404
+    status, data, _ = await http("GET", f"{srv.url}/api/interviews/{iid}/report.json", headers=h)
+    assert status == 404
+
+
+async def test_reports_show_the_stored_events_and_the_review(srv):
+    iid = (await create(srv, {"candidate_name": "Zoë Ñúñez", "interviewer_email": "iris@example.com"}))["id"]
+    h = bearer(srv.token(iid, "interviewer", name="Iris"))
+    face = Event(type="face_missing", start=2.0, end=12.0, confidence=0.9, interview_id=iid, snapshot=JPEG)
+    faces = Event(type="multiple_faces", start=4.0, end=8.0, confidence=0.7, interview_id=iid,
+                  detail={"faces": 2})
+    tab = Event(type="tab_hidden", start=9.0, end=None, confidence=1.0, interview_id=iid)
+    for e in (tab, faces, face):
+        await srv.store.save_event(e)
+    url = f"{srv.url}/api/interviews/{iid}"
+
+    status, body, headers = await http("GET", url + "/report.pdf", headers=h)
+    assert status == 200 and headers["Content-Type"] == "application/pdf" and body.startswith(b"%PDF")
+    text = pdf_text(body)
+    for needle in ("Zoë Ñúñez", "Face missing", "Several faces", "Tab hidden"):
+        assert needle in text, (needle, text[:3000])
+
+    status, text, headers = await http("GET", url + "/report.csv", headers=h)
+    assert status == 200 and headers["Content-Type"].startswith("text/csv")
+    assert f'filename="interview-{iid}.csv"' in headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [(r["id"], r["type"], r["start"], r["end"]) for r in rows] == [
+        (face.id, "face_missing", "2.000", "12.000"), (faces.id, "multiple_faces", "4.000", "8.000"),
+        (tab.id, "tab_hidden", "9.000", "")]
+    assert [r["review"] for r in rows] == ["", "", ""] and rows[1]["confidence"] == "0.700"
+
+    status, before, _ = await http("GET", url + "/report.json", headers=h)
+    assert status == 200
+    assert {"value", "risk", "needs_review", "by_type"} <= set(before["score"])
+    assert 0 <= before["score"]["value"] < 100 and before["score"]["risk"] in ("low", "medium", "high")
+    assert set(before["score"]["by_type"]) == {"face_missing", "multiple_faces", "tab_hidden"}
+    assert [e["id"] for e in before["events"]] == [face.id, faces.id, tab.id]
+    assert before["events"][1]["detail"] == {"faces": 2} and before["audit"] == []
+    assert before["interview"]["id"] == iid and before["interview"]["candidate_name"] == "Zoë Ñúñez"
+
+    # the interviewer dismisses the missing face: it no longer counts, and the audit log says who and why
+    status, data, _ = await http("PATCH", f"{url}/events/{face.id}", json={"review": "dismissed",
+                                                                          "note": "false alarm"}, headers=h)
+    assert status == 200 and data["review"] == "dismissed"
+    status, after, _ = await http("GET", url + "/report.json", headers=h)
+    assert status == 200
+    assert after["score"]["value"] > before["score"]["value"]
+    assert set(after["score"]["by_type"]) == {"multiple_faces", "tab_hidden"}
+    assert [e["review"] for e in after["events"]] == ["dismissed", None, None]
+    (entry,) = after["audit"]
+    assert (entry["event_id"], entry["action"], entry["note"], entry["by"]) == (
+        face.id, "dismissed", "false alarm", "Iris")
+    status, text, _ = await http("GET", url + "/report.csv", headers=h)
+    assert [r["review"] for r in csv.DictReader(io.StringIO(text))] == ["dismissed", "", ""]
+    status, body, _ = await http("GET", url + "/report.pdf", headers=h)
+    assert status == 200 and "false alarm" in pdf_text(body)
 
 
 async def test_delete_ends_a_present_bot(srv):
     iid = (await create(srv))["id"]
-    srv.bots.present.add(iid)
-    status, _, _ = await http("DELETE", f"{srv.url}/api/interviews/{iid}", headers=bearer(srv.token(iid, "interviewer")))
-    assert status == 200 and srv.bots.ended == [iid]
+    async with peers() as made:
+        interviewer = await watch(made, srv, iid)
+        await invite_and_see_the_bot(srv, iid, interviewer)
+        status, _, _ = await http("DELETE", f"{srv.url}/api/interviews/{iid}",
+                                  headers=bearer(srv.token(iid, "interviewer")))
+        assert status == 200
+        await asyncio.wait_for(interviewer.disconnected.wait(), 5)
+    assert not srv.worker.is_present(iid) and srv.worker.sessions == {}
+    assert srv.app[api.HUB].rooms.participants(iid) == []
+    assert await srv.store.get_interview(iid) is None
 
 
 async def test_unexpected_failure_is_a_logged_json_500(srv, caplog):
     iid = (await create(srv))["id"]
-    srv.reports.fail_with = RuntimeError("fpdf exploded")
+    ev = Event(type="face_missing", start=1.0, end=2.0, confidence=0.9, interview_id=iid)
+    await srv.store.save_event(ev)
+    # a record the code cannot read (written into the real database by something else): the report fails
+    await srv.store.events.update_one({"_id": ev.id}, {"$set": {"start": "soon"}})
     with caplog.at_level(logging.ERROR, logger="signaling.api"):
         status, data, _ = await http("GET", f"{srv.url}/api/interviews/{iid}/report.pdf",
                                      headers=bearer(srv.token(iid, "interviewer")))
     assert status == 500 and data == {"error": "internal server error"}
     assert any("unexpected error" in r.getMessage() and r.exc_info for r in caplog.records)
     # and the server keeps serving
+    status, _, _ = await http("GET", srv.url + "/healthz")
+    assert status == 200
+
+
+async def test_reports_with_the_database_down_answer_503(srv, mongo_server):
+    iid = (await create(srv))["id"]
+    h = bearer(srv.token(iid, "interviewer"))
+    await mongo_server.astop(kill=True)
+    for suffix in ("/report.pdf", "/report.json"):
+        status, data, _ = await http("GET", f"{srv.url}/api/interviews/{iid}{suffix}", headers=h)
+        assert status == 503 and "database is unavailable" in data["error"], (suffix, data)
     status, _, _ = await http("GET", srv.url + "/healthz")
     assert status == 200
 

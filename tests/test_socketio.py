@@ -10,14 +10,15 @@ import socketio
 
 from bot.events import Event
 from signaling import tokens
-from tests.signaling_support import Peer, RecordingBots, StoreReports, http, peers, running
+from tests.signaling_support import Peer, http, outbox_mails, pdf_text, peers, running, running_with_bot
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4
 
 
 @pytest.fixture
 async def srv(settings, store):
-    async with running(settings, store, bots=RecordingBots(), reports=StoreReports(store)) as s:
+    """The server with the real bot worker and reports (mail into ``settings.outbox``)."""
+    async with running_with_bot(settings, store) as s:
         yield s
 
 
@@ -259,9 +260,30 @@ async def test_bad_tokens_are_refused(srv):
 
 async def test_after_end_candidate_and_bot_cannot_join(srv):
     iid = await srv.interview()
-    status, _, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/end",
-                              headers={"Authorization": f"Bearer {srv.token(iid, 'interviewer')}"})
-    assert status == 200
+    auth = {"Authorization": f"Bearer {srv.token(iid, 'interviewer')}"}
+    async with peers() as made:
+        interviewer = await join(made, srv, iid, "interviewer")
+        candidate = await join(made, srv, iid, "candidate")
+        status, _, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot", headers=auth)
+        assert status == 202
+        got = await interviewer.until("participants", lambda d: roles(d) == ["bot", "candidate", "interviewer"],
+                                      timeout=15)
+        bot_sid = next(p["sid"] for p in got["participants"] if p["role"] == "bot")
+        assert bot_sid == srv.worker.sessions[iid].peer.sid
+        hello = await interviewer.until("chat", lambda m: m["from_role"] == "bot")
+        assert hello["text"] == "Proctoring bot joined"
+
+        status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/end", headers=auth)
+        assert status == 200 and data["events"] == 0
+        # the real bot says goodbye and leaves the call; the people stay until they hang up
+        bye = await interviewer.until("chat", lambda m: m["from_role"] == "bot")
+        assert bye["text"] == "Proctoring bot left"
+        await interviewer.until("participants", lambda d: roles(d) == ["candidate", "interviewer"], timeout=10)
+        assert not srv.worker.is_present(iid) and srv.worker.sessions == {}
+    # and the report went to the interviewer
+    (mail,) = outbox_mails(srv.settings)
+    (attachment,) = mail.iter_attachments()
+    assert "Cory Candidate" in pdf_text(attachment.get_content())
     for role in ("candidate", "bot"):
         p = Peer()
         with pytest.raises(socketio.exceptions.ConnectionError):
@@ -404,7 +426,7 @@ async def test_socket_gone_while_connecting_leaves_no_ghost(settings, store):
             await ws.close()  # gone while the server looks the interview up
         await asyncio.sleep(1.0)
         hub = srv.app[api.HUB]
-        print("ROOMS", hub.rooms.participants(iid), list(srv.app[api.HUB].sio.eio.sockets)); assert hub.rooms.participants(iid) == []
+        assert hub.rooms.participants(iid) == []
         # and a real client still gets in
         async with peers() as made:
             p = await join(made, srv, iid, "candidate")
