@@ -20,6 +20,7 @@ from aiohttp import web
 
 from bot.events import REVIEW_STATES
 from bot.policy import Policy, PolicyError
+from bot.reporting import UnknownInterview
 from signaling import tokens
 from signaling.tokens import Claims, TokenError
 
@@ -378,7 +379,7 @@ def _attachment(iid: str, ext: str) -> dict[str, str]:
 async def _build(coro: Awaitable[Any]) -> Any:
     try:
         return await coro
-    except LookupError:  # deleted while the report was being built
+    except UnknownInterview:  # deleted while the report was being built
         raise error(404, "unknown interview") from None
 
 
