@@ -68,7 +68,7 @@ class Settings:
     smtp_password: str | None = None
     smtp_from: str = "proctor-bot@localhost"
     outbox_dir: Path | None = None
-    max_bots: int = 2  # calls analysed at once on this machine (admission control)
+    max_bots: int = 4  # calls analysed at once (measured: 4 fit on 2 cores, benchmarks/bench_live.py)
     media_timeout: float = 5.0  # seconds without frames before media_lost
 
     @classmethod
@@ -91,7 +91,7 @@ class Settings:
             smtp_password=_env("SMTP_PASSWORD"),
             smtp_from=_env("SMTP_FROM", "proctor-bot@localhost"),
             outbox_dir=Path(_env("PROCTOR_OUTBOX_DIR")) if _env("PROCTOR_OUTBOX_DIR") else None,
-            max_bots=_int("PROCTOR_MAX_BOTS", 2),
+            max_bots=_int("PROCTOR_MAX_BOTS", 4),
         )
         if s.smtp_tls not in ("starttls", "tls", "none"):
             raise SystemExit(f"error: SMTP_TLS must be starttls, tls or none, got {s.smtp_tls!r}")

@@ -1,9 +1,10 @@
 """Bot workers: one `BotSession` per interview, with admission control.
 
-Each call costs about a fifth of a core at the default rates (see the
-benchmark), so a machine admits at most `settings.max_bots` calls at once; one
-more invitation is refused with `Capacity` (HTTP 503) instead of slowing every
-call down.
+At the default rates a call costs about a fifth of a core for its detectors
+(`benchmarks/bench_live.py`: 4 calls with their candidates' encoders used 146%
+of one core on 2 cores), so a machine admits at most `settings.max_bots` calls
+at once; one more invitation is refused with `Capacity` (HTTP 503) instead of
+slowing every call down.
 """
 from __future__ import annotations
 
