@@ -188,3 +188,37 @@ async def test_a_dead_track_is_an_event_and_a_reload_renegotiates(live_settings,
         assert session.peer.media_connected
         assert await wait_for(lambda: any(a["change"] == "closed" and a["event"]["type"] == "media_lost"
                                           for _, a in call.interviewer.alerts), 10)
+
+
+async def test_the_database_going_away_mid_call_loses_nothing(live_settings, store, mongo_server, caplog):
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    caplog.set_level("WARNING")
+    async with live_call(live_settings, store, "Outage Olga", MEDIA / "video/one-by-one-person-detection.mp4") as call:
+        await call.invite()
+        session = call.worker.sessions[call.iid]
+        assert await wait_for(lambda: session.stats.frames_analysed > 3, 15)
+
+        await mongo_server.astop(kill=True)  # the database dies mid-interview
+        await call.candidate.send_page_event("tab_hidden", True)
+        await asyncio.sleep(1.2)
+        await call.candidate.send_page_event("tab_hidden", False)
+        # the bot keeps working and the interviewer keeps getting alerts
+        assert await wait_for(lambda: call.interviewer.opened("face_missing"), 30), call.interviewer.alerts
+        assert await wait_for(lambda: any(a["change"] == "closed" and a["event"]["type"] == "tab_hidden"
+                                          for _, a in call.interviewer.alerts), 10)
+        assert await wait_for(lambda: "spool" in caplog.text, 10)
+
+        await mongo_server.astart()  # back on the same port and storage
+        assert await store.drain(timeout=30)
+        sent = {a["event"]["id"] for _, a in call.interviewer.alerts}
+        client = AsyncIOMotorClient(mongo_server.uri, serverSelectionTimeoutMS=5000)
+        try:
+            in_db = await client[live_settings.mongodb_db]["events"].find(
+                {"interview_id": call.iid}, {"_id": 0, "id": 1, "type": 1}).to_list(None)
+        finally:
+            client.close()
+        ids = [d["id"] for d in in_db]
+        assert len(ids) == len(set(ids))  # written once each
+        assert sent <= set(ids)  # every alerted event is in the database
+        assert {"face_missing", "tab_hidden"} <= {d["type"] for d in in_db}
