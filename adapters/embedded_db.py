@@ -250,22 +250,9 @@ class EmbeddedMongo:
         try:
             for attempt in range(3):
                 self._spawn(self.port or free_port(self.host))
-                deadline = time.monotonic() + self.startup_timeout
-                while self._proc is not None and self._proc.poll() is None:
-                    if self._ping():
-                        log.info("embedded database on %s:%s (pid %s, storage %s)",
-                                 self.host, self.port, self.pid, self.storage_path)
-                        return self
-                    if time.monotonic() > deadline:
-                        self.stop_sync()
-                        raise self._failed(f"did not answer within {self.startup_timeout:.0f}s")
-                    time.sleep(0.05)
-                code = self._proc.returncode if self._proc else None
-                self._proc = None
-                if "in use" in self.log_tail(600).lower() and attempt < 2:
-                    self.port = None  # lost a race for the port: pick another one
-                    continue
-                raise self._failed(f"exited with code {code} at start")
+                if self._wait_ready():
+                    return self
+                self._retry_after_exit(attempt)
             raise self._failed("could not bind a port")
         except BaseException:
             self._release()
@@ -279,26 +266,36 @@ class EmbeddedMongo:
         try:
             for attempt in range(3):
                 self._spawn(self.port or free_port(self.host))  # fork/exec on this thread (PDEATHSIG)
-                deadline = time.monotonic() + self.startup_timeout
-                while self._proc is not None and self._proc.poll() is None:
-                    if await asyncio.to_thread(self._ping):
-                        log.info("embedded database on %s:%s (pid %s, storage %s)",
-                                 self.host, self.port, self.pid, self.storage_path)
-                        return self
-                    if time.monotonic() > deadline:
-                        await self.stop()
-                        raise self._failed(f"did not answer within {self.startup_timeout:.0f}s")
-                    await asyncio.sleep(0.05)
-                code = self._proc.returncode if self._proc else None
-                self._proc = None
-                if "in use" in self.log_tail(600).lower() and attempt < 2:
-                    self.port = None
-                    continue
-                raise self._failed(f"exited with code {code} at start")
+                if await asyncio.to_thread(self._wait_ready):
+                    return self
+                self._retry_after_exit(attempt)
             raise self._failed("could not bind a port")
         except BaseException:
             self._release()
             raise
+
+    def _wait_ready(self) -> bool:
+        """Block until the server answers ``ping`` (True) or its process exits (False); stop it on timeout."""
+        deadline = time.monotonic() + self.startup_timeout
+        while self._proc is not None and self._proc.poll() is None:
+            if self._ping():
+                log.info("embedded database on %s:%s (pid %s, storage %s)",
+                         self.host, self.port, self.pid, self.storage_path)
+                return True
+            if time.monotonic() > deadline:
+                self.stop_sync()
+                raise self._failed(f"did not answer within {self.startup_timeout:.0f}s")
+            time.sleep(0.05)
+        return False
+
+    def _retry_after_exit(self, attempt: int) -> None:
+        """The server exited at start: pick another port if it lost a race for this one, else fail."""
+        code = self._proc.returncode if self._proc else None
+        self._proc = None
+        if "in use" in self.log_tail(600).lower() and attempt < 2:
+            self.port = None
+            return
+        raise self._failed(f"exited with code {code} at start")
 
     # -- stop ----------------------------------------------------------------------------------
     def _release(self) -> None:
@@ -325,21 +322,7 @@ class EmbeddedMongo:
 
     async def stop(self, timeout: float | None = None) -> None:
         """Terminate; kill after ``timeout`` seconds, waiting without blocking the loop."""
-        timeout = self.stop_timeout if timeout is None else timeout
-        proc, self._proc = self._proc, None
-        try:
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                deadline = time.monotonic() + timeout
-                while proc.poll() is None and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-                if proc.poll() is None:
-                    log.warning("embedded database (pid %s) did not stop in %.0fs: killing it", proc.pid, timeout)
-                    proc.kill()
-                    await asyncio.to_thread(proc.wait, 5)
-        finally:
-            _live.discard(self)
-            self._release()
+        await asyncio.to_thread(self.stop_sync, timeout)
 
     async def __aenter__(self) -> "EmbeddedMongo":
         return await self.start()

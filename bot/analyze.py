@@ -124,8 +124,6 @@ def write_outputs(result: Analysis, out: str | Path, *, policy: Policy, source: 
             name = f"snapshots/{event.id}.jpg"
             _atomic_write(out / name, event.snapshot)
             item["snapshot"] = name
-    doc["score"] = {"value": result.score.value, "risk": result.score.risk, **{
-        k: v for k, v in doc["score"].items() if k not in ("value", "risk")}}
     paths = {"events": out / "events.json", "pdf": out / "report.pdf", "csv": out / "report.csv"}
     _atomic_write(paths["events"], json.dumps(doc, indent=2, default=str).encode())
     _atomic_write(paths["pdf"], build_pdf(data))

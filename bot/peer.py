@@ -170,10 +170,6 @@ class BotPeer:
             return True
         return await self._emit("bot_event", payload, callback=lambda *_: self._unacked.pop(key, None))
 
-    def take_page_events(self) -> list[tuple[str, bool]]:
-        """(kind, active) of the page events received since the last call."""
-        return [(o.kind, o.active) for o in self.take_page_observations()]
-
     def take_page_observations(self) -> list[PageObservation]:
         out: list[PageObservation] = []
         while not self.page_events.empty():

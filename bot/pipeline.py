@@ -50,9 +50,7 @@ class Detectors:
 
     def close(self) -> None:
         self.faces.close()
-        close = getattr(self.objects, "close", None)
-        if close:
-            close()
+        self.objects.close()
 
 
 def encode_snapshot(image: np.ndarray) -> bytes:

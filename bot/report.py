@@ -141,23 +141,15 @@ def fmt_offset(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def fmt_duration(seconds: float) -> str:
+def fmt_duration(seconds: float, *, short: bool = False) -> str:
+    """12.5 s, 3 min 05 s, 1 h 02 min; `short` for narrow table cells: 3m 05s, 1h 02m."""
     if seconds < 60:
         return f"{seconds:.1f} s"
-    s = int(round(seconds))
-    h, rem = divmod(s, 3600)
+    h, rem = divmod(int(round(seconds)), 3600)
     m, s = divmod(rem, 60)
+    if short:
+        return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
     return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
-
-
-def fmt_short_duration(seconds: float) -> str:
-    """For narrow table cells: 12.5 s, 3m 05s, 1h 02m."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    s = int(round(seconds))
-    h, rem = divmod(s, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
 
 
 def fmt_datetime(dt: datetime | None) -> str:
@@ -683,7 +675,7 @@ class _Report:
                                  _Col("Conf.", 16, "R"), _Col("Penalty", 18, "R"), _Col("Detail", 42)])
             table.head()
             for e in flagged:
-                table.row([str(self.number[e.id]), self.when(e.start), _title(e.type), fmt_short_duration(e.duration),
+                table.row([str(self.number[e.id]), self.when(e.start), _title(e.type), fmt_duration(e.duration, short=True),
                            f"{e.confidence:.2f}", f"-{penalty(e, self.policy):.1f}", fmt_detail(e.detail)],
                           colors={2: TYPE_COLORS.get(e.type, MUTED)})
 
@@ -698,7 +690,7 @@ class _Report:
         table.head(first_row=THUMB_H + 3)
         for e in self.data.events:
             thumb = _thumbnail(e.snapshot)
-            end = "open" if e.end is None else fmt_short_duration(e.duration)
+            end = "open" if e.end is None else fmt_duration(e.duration, short=True)
             table.row([str(self.number[e.id]), self.when(e.start, sep="\n"), _title(e.type), end,
                        f"{e.confidence:.2f}", e.review or "-", fmt_detail(e.detail), "" if thumb else "-"],
                       images={7: thumb} if thumb else None, colors={2: TYPE_COLORS.get(e.type, MUTED)})

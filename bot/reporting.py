@@ -28,24 +28,25 @@ class Reports:
         self.store = store
         self.mailer = mailer
 
-    async def data(self, interview_id: str) -> ReportData:
+    async def data(self, interview_id: str, *, snapshots: bool) -> ReportData:
+        """The interview, its events (with their JPEGs only if `snapshots`), audit log and score."""
         interview = await self.store.get_interview(interview_id)
         if interview is None:
             raise UnknownInterview(interview_id)
         events, audit = await asyncio.gather(
-            self.store.list_events(interview_id, snapshots=True), self.store.audit_log(interview_id))
+            self.store.list_events(interview_id, snapshots=snapshots), self.store.audit_log(interview_id))
         policy = Policy.from_dict(interview.get("policy"))
         return ReportData(interview=interview, events=events, audit=audit, score=score(events, policy))
 
     async def pdf(self, interview_id: str) -> bytes:
-        data = await self.data(interview_id)
+        data = await self.data(interview_id, snapshots=True)
         return await asyncio.to_thread(build_pdf, data)  # fpdf2 is CPU work: off the loop
 
     async def csv(self, interview_id: str) -> str:
-        return build_csv(await self.data(interview_id))
+        return build_csv(await self.data(interview_id, snapshots=False))
 
     async def json(self, interview_id: str) -> dict:
-        return build_json(await self.data(interview_id))
+        return build_json(await self.data(interview_id, snapshots=False))
 
     async def finish(self, interview_id: str) -> dict:
         """The interview is over: mark it ended, build the PDF and mail it to the interviewer."""
@@ -55,7 +56,7 @@ class Reports:
         if not interview.get("ended_at"):
             await self.store.update_interview(interview_id, status="ended",
                                               ended_at=datetime.now(timezone.utc).isoformat())
-        data = await self.data(interview_id)
+        data = await self.data(interview_id, snapshots=True)
         pdf = await asyncio.to_thread(build_pdf, data)
         s = data.score
         name = data.interview.get("candidate_name") or "candidate"

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,7 +38,7 @@ class SessionStats:
     changes_sent: int = 0
     started: float = field(default_factory=time.monotonic)
     # (change, event id, wall time the frame/chunk was taken, wall time the change was sent)
-    fired: list[tuple[str, str, float, float]] = field(default_factory=list)
+    fired: deque[tuple[str, str, float, float]] = field(default_factory=lambda: deque(maxlen=1000))
 
     def fps(self) -> float:
         return self.frames_analysed / max(1e-6, time.monotonic() - self.started)
@@ -86,7 +87,7 @@ class BotSession:
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            except (asyncio.TimeoutError, Exception):  # a crashed loop must not stop the leaving
+            except Exception:  # a crashed or stuck loop must not stop the leaving
                 log.exception("bot loop for %s did not end cleanly", self.interview_id)
                 self._task.cancel()
         loop = asyncio.get_running_loop()
