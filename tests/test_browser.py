@@ -237,8 +237,10 @@ def test_capacity_refusal_is_shown_to_the_interviewer(server, browsers):
     wait(intv, lambda d: d.execute_script("return document.body.dataset.state") in ("connected", "in-call"),
          what="interviewer connected")
     intv.find_element(By.ID, "invite-bot").click()
-    toast = wait(intv, lambda d: d.find_elements(By.CSS_SELECTOR, ".toast-error"), what="error toast")[0]
-    assert "capacity" in toast.text.lower() or "PROCTOR_MAX_BOTS" in toast.text
+    # the toast is in the DOM before it is shown (and .text is '' until then): wait for its words
+    text = wait(intv, lambda d: d.execute_script(
+        "const t = document.querySelector('.toast-error'); return t && t.textContent.trim()"), what="error toast")
+    assert "capacity" in text.lower() or "PROCTOR_MAX_BOTS" in text
     assert not server.worker.is_present(iv["id"])
 
 
