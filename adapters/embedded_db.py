@@ -31,9 +31,10 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 import pymongo
 import pymongo.errors
@@ -89,7 +90,7 @@ def _pdeathsig(sig: int) -> Callable[[], None]:
     return set_it
 
 
-_live: "weakref.WeakSet[EmbeddedMongo]" = weakref.WeakSet()
+_live: weakref.WeakSet[EmbeddedMongo] = weakref.WeakSet()
 
 
 @atexit.register
@@ -170,7 +171,7 @@ class EmbeddedMongo:
         self._locked = False
 
     @classmethod
-    def from_settings(cls, settings: Any, **kw: Any) -> "EmbeddedMongo":
+    def from_settings(cls, settings: Any, **kw: Any) -> EmbeddedMongo:
         return cls(settings.data_dir, **kw)
 
     # -- state ---------------------------------------------------------------------------------
@@ -225,10 +226,11 @@ class EmbeddedMongo:
 
     def _ping(self) -> bool:
         try:
-            with pymongo.MongoClient(
+            client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
                 f"mongodb://{self.host}:{self.port}/", directConnection=True,
                 serverSelectionTimeoutMS=250, connectTimeoutMS=250, socketTimeoutMS=1000,
-            ) as client:
+            )
+            with client:
                 client.admin.command("ping")
             return True
         except pymongo.errors.PyMongoError:
@@ -242,23 +244,7 @@ class EmbeddedMongo:
             self._lock.acquire()
             self._locked = True
 
-    def start_sync(self) -> "EmbeddedMongo":
-        """Start and wait until it answers ``ping`` (blocking; use ``start()`` on an event loop)."""
-        if self.running:
-            return self
-        self._acquire()
-        try:
-            for attempt in range(3):
-                self._spawn(self.port or free_port(self.host))
-                if self._wait_ready():
-                    return self
-                self._retry_after_exit(attempt)
-            raise self._failed("could not bind a port")
-        except BaseException:
-            self._release()
-            raise
-
-    async def start(self) -> "EmbeddedMongo":
+    async def start(self) -> EmbeddedMongo:
         """Start without blocking the event loop for the wait."""
         if self.running:
             return self
@@ -303,13 +289,17 @@ class EmbeddedMongo:
             self._lock.release()
             self._locked = False
 
-    def stop_sync(self, timeout: float | None = None) -> None:
-        """Terminate; kill after ``timeout`` seconds. Idempotent."""
+    def stop_sync(self, timeout: float | None = None, *, kill: bool = False) -> None:
+        """Terminate (or `kill` at once: a crash, which ``--sync-on-commit`` survives); kill after ``timeout``
+        seconds. Idempotent; a later `start()` reuses the same port and storage."""
         timeout = self.stop_timeout if timeout is None else timeout
         proc, self._proc = self._proc, None
         try:
             if proc is not None and proc.poll() is None:
-                proc.terminate()
+                if kill:
+                    proc.kill()
+                else:
+                    proc.terminate()
                 try:
                     proc.wait(timeout)
                 except subprocess.TimeoutExpired:
@@ -320,11 +310,11 @@ class EmbeddedMongo:
             _live.discard(self)
             self._release()
 
-    async def stop(self, timeout: float | None = None) -> None:
-        """Terminate; kill after ``timeout`` seconds, waiting without blocking the loop."""
-        await asyncio.to_thread(self.stop_sync, timeout)
+    async def stop(self, timeout: float | None = None, *, kill: bool = False) -> None:
+        """`stop_sync`, waiting without blocking the loop."""
+        await asyncio.to_thread(self.stop_sync, timeout, kill=kill)
 
-    async def __aenter__(self) -> "EmbeddedMongo":
+    async def __aenter__(self) -> EmbeddedMongo:
         return await self.start()
 
     async def __aexit__(

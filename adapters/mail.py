@@ -116,7 +116,7 @@ class Mailer:
                 log.info("report %r sent to %s by SMTP (%s:%s)", subject, msg["To"],
                          self.settings.smtp_host, self.settings.smtp_port)
                 return MailResult(True, "smtp", mid, attempt)
-            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
                 error = f"{type(exc).__name__}: {exc}".strip()
                 if _permanent(exc) or attempt == self.attempts:
                     break

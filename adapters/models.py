@@ -24,7 +24,7 @@ Public functions (the CLI wires them; none prints a traceback for a user error):
 ``status(settings, *, yolo_model=None) -> list[dict]``
     ``proctor models list``: one dict per model with ``name, file, path, present, verified, message``.
 
-``model_paths(settings) -> dict[str, Path]``
+``model_paths(settings) -> ModelPaths``
     The three resolved paths at once (raises ``ModelError`` on the first missing one).
 
 Verification is cached per (path, mtime, size) in this process, so resolving on every call is cheap.
@@ -34,7 +34,7 @@ Own YOLO model
     Its hash cannot be in the manifest. If a ``<file>.sha256`` sidecar sits beside it, the file must
     match it (a mismatch is an error: the file changed since it was recorded). Without a sidecar the
     file is accepted with a logged warning, because it is a file the user chose explicitly.
-    Both output layouts (v5 ``1xNx85`` and v8/11 ``1x84xN``) are decoded by ``bot.detectors.objects``.
+    Both output layouts (v5 ``1xNx85`` and v8/11 ``1x84xN``) are decoded by ``bot.analysis.detectors.objects``.
 """
 from __future__ import annotations
 
@@ -46,9 +46,12 @@ import tempfile
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
+from bot.analysis.detectors import ModelPaths
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +219,9 @@ def resolve(name: str, settings: Any, *, yolo_model: str | os.PathLike[str] | No
     raise ModelError(f"model {spec.file} not found in {where}; {FETCH_HINT}")
 
 
-def model_paths(settings: Any, *, yolo_model: str | os.PathLike[str] | None = None) -> dict[str, Path]:
-    return {name: resolve(name, settings, yolo_model=yolo_model) for name in MODELS}
+def model_paths(settings: Any, *, yolo_model: str | os.PathLike[str] | None = None) -> ModelPaths:
+    """Every model the detectors load, resolved and verified (`ModelError` on the first bad one)."""
+    return ModelPaths(**{name: resolve(name, settings, yolo_model=yolo_model) for name in MODELS})
 
 
 def status(settings: Any, *, yolo_model: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
@@ -278,12 +282,12 @@ def _download(url: str, target: Path, *, progress: bool, label: str) -> str:
 def _export_onnx(pt: Path, out: Path) -> None:
     """Export a YOLO .pt checkpoint to ONNX opset 12 at `out` with ultralytics."""
     try:
-        from ultralytics import YOLO  # type: ignore[import-not-found]
+        from ultralytics import YOLO
     except ImportError:
         raise ModelError(f"cannot make {out.name}: {EXPORT_HINT}") from None
     try:
         exported = Path(YOLO(str(pt)).export(format="onnx", opset=12))
-    except Exception as e:  # noqa: BLE001 - any exporter failure becomes one line
+    except Exception as e:
         raise ModelError(f"exporting {pt.name} to ONNX failed: {type(e).__name__}: {e}".splitlines()[0]) from None
     shutil.move(str(exported), out)
 

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bot.events import Event
+from bot.analysis.events import Event
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class Spool:
         self._load()
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "Spool":
+    def from_settings(cls, settings: Any) -> Spool:
         return cls(Path(settings.data_dir) / "spool", settings.spool_max_events)
 
     # -- reading -------------------------------------------------------------------------------
@@ -125,10 +125,6 @@ class Spool:
     def __len__(self) -> int:
         with self._lock:
             return len(self._index)
-
-    def ids(self) -> set[str]:
-        with self._lock:
-            return set(self._index)
 
     def items(self, interview_id: str | None = None) -> list[SpooledEvent]:
         """Spooled events, oldest ``rev`` first: all of them, or one interview's."""

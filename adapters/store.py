@@ -46,7 +46,9 @@ from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
 from adapters.embedded_db import EmbeddedMongo
 from adapters.spool import Spool, SpoolError
-from bot.events import REVIEW_STATES, Event
+from bot.analysis.events import REVIEW_STATES, Event
+from bot.common import jsonable, utc_iso
+from bot.ports import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -57,43 +59,14 @@ DB_DOWN: tuple[type[BaseException], ...] = (pymongo.errors.ConnectionFailure,)
 _READONLY_FIELDS = {"_id", "id", "created_at", "expires_at"}
 
 
-class StoreUnavailable(RuntimeError):
-    """The database cannot be reached (the HTTP layer answers 503)."""
-
-
 def utcnow() -> datetime:
     """Now in UTC, to the millisecond (what a BSON date keeps), so stored and returned values agree."""
     now = datetime.now(timezone.utc)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-def iso(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat()
-
-
-def _plain(value: Any) -> Any:
-    """BSON/JSON-safe copy: numpy scalars to Python numbers, tuples to lists, datetimes to ISO."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    item = getattr(value, "item", None)  # numpy scalar
-    if callable(item):
-        return item()
-    tolist = getattr(value, "tolist", None)  # numpy array
-    if callable(tolist):
-        return tolist()
-    return str(value)
-
-
 def _api(doc: dict[str, Any]) -> dict[str, Any]:
-    out = {k: (iso(v) if isinstance(v, datetime) else v) for k, v in doc.items() if k != "_id"}
+    out = {k: (utc_iso(v) if isinstance(v, datetime) else v) for k, v in doc.items() if k != "_id"}
     return out
 
 
@@ -136,7 +109,7 @@ class Store:
         server_selection_timeout_ms: int = 1000,
         flush_min_delay: float = 0.25,
         flush_max_delay: float = 5.0,
-    ) -> "Store":
+    ) -> Store:
         """Connect to ``MONGODB_URI``, or start (and own) the embedded server; create the indexes."""
         embedded: EmbeddedMongo | None = None
         uri = settings.mongodb_uri
@@ -176,7 +149,7 @@ class Store:
         return store
 
     async def _ensure_indexes(self) -> None:
-        ttl = {"expireAfterSeconds": 0, "name": "expires_at_ttl"}
+        ttl: dict[str, Any] = {"expireAfterSeconds": 0, "name": "expires_at_ttl"}
         await self.events.create_index([("interview_id", 1), ("start", 1)], name="interview_start")
         await self.events.create_index([("id", 1)], unique=True, name="id_unique")
         await self.audit.create_index([("interview_id", 1), ("at", 1)], name="interview_at")
@@ -203,7 +176,7 @@ class Store:
         if self.embedded is not None:
             await self.embedded.stop()
 
-    async def __aenter__(self) -> "Store":
+    async def __aenter__(self) -> Store:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -213,13 +186,6 @@ class Store:
     def outage(self) -> bool:
         """True while events go to the spool."""
         return self._outage or len(self.spool) > 0
-
-    async def ping(self) -> bool:
-        try:
-            await self.db.command("ping")
-            return True
-        except DB_DOWN:
-            return False
 
     def _expires(self, now: datetime) -> dict[str, datetime]:
         return {"expires_at": now + self.retention} if self.retention else {}
@@ -235,9 +201,9 @@ class Store:
             "id": iid,
             "candidate_name": candidate_name,
             "interviewer_email": interviewer_email,
-            "policy": _plain(policy) if policy is not None else None,
+            "policy": jsonable(policy) if policy is not None else None,
             "status": "created",
-            "created_at": iso(now),
+            "created_at": utc_iso(now),
             "started_at": None,
             "ended_at": None,
             "report_sent_at": None,
@@ -265,7 +231,7 @@ class Store:
             raise ValueError(f"status must be one of {INTERVIEW_STATUSES}, got {fields['status']!r}")
         if not fields:
             return
-        update = {k: _plain(v) for k, v in fields.items()}
+        update = {k: jsonable(v) for k, v in fields.items()}
         update.update(self._expires(utcnow()))
         try:
             await self.interviews.update_one({"_id": interview_id}, {"$set": update})
@@ -282,7 +248,7 @@ class Store:
         if event.snapshot is not None and len(event.snapshot) > MAX_SNAPSHOT_BYTES:
             raise ValueError(f"snapshot of event {event.id} is {len(event.snapshot)} bytes (max {MAX_SNAPSHOT_BYTES})")
         event = replace(
-            event, detail=_plain(event.detail), start=float(event.start),
+            event, detail=jsonable(event.detail), start=float(event.start),
             end=None if event.end is None else float(event.end), confidence=float(event.confidence),
             snapshot=None if event.snapshot is None else bytes(event.snapshot),
         )
@@ -317,7 +283,7 @@ class Store:
                     {"_id": event.id, "rev": {"$lte": rev}},
                     {"$set": {"interview_id": event.interview_id, "event_id": event.id,
                               "data": Binary(event.snapshot), "size": len(event.snapshot),
-                              "content_type": "image/jpeg", "rev": rev, "updated_at": iso(now), **exp}},
+                              "content_type": "image/jpeg", "rev": rev, "updated_at": utc_iso(now), **exp}},
                     upsert=True,
                 )
             except pymongo.errors.DuplicateKeyError:
@@ -325,9 +291,9 @@ class Store:
         fields: dict[str, Any] = {
             "id": event.id, "interview_id": event.interview_id, "type": event.type, "start": event.start,
             "end": event.end, "confidence": event.confidence, "detail": event.detail, "rev": rev,
-            "updated_at": iso(now), **exp,
+            "updated_at": utc_iso(now), **exp,
         }
-        on_insert: dict[str, Any] = {"created_at": iso(now)}
+        on_insert: dict[str, Any] = {"created_at": utc_iso(now)}
         # Never clear a stored snapshot flag or a reviewer's decision with a bot-side update.
         (fields if event.snapshot is not None else on_insert)["has_snapshot"] = event.snapshot is not None
         (fields if event.review is not None else on_insert)["review"] = event.review
@@ -438,13 +404,13 @@ class Store:
         try:
             doc = await self.events.find_one_and_update(
                 {"_id": event_id, "interview_id": interview_id},
-                {"$set": {"review": state, "reviewed_by": by, "reviewed_at": iso(now), "review_note": note}},
+                {"$set": {"review": state, "reviewed_by": by, "reviewed_at": utc_iso(now), "review_note": note}},
                 return_document=pymongo.ReturnDocument.AFTER,
             )
             if doc is None:
                 return None
             await self.audit.insert_one({
-                "interview_id": interview_id, "at": iso(now), "by": by, "event_id": event_id,
+                "interview_id": interview_id, "at": utc_iso(now), "by": by, "event_id": event_id,
                 "action": state, "note": note, **self._expires(now),
             })
         except DB_DOWN as exc:

@@ -22,12 +22,12 @@ import av  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bot.detectors.audio import VoiceActivity  # noqa: E402
-from bot.detectors.camera import CameraHealth  # noqa: E402
-from bot.detectors.faces import FaceDetector  # noqa: E402
-from bot.detectors.objects import ObjectDetector  # noqa: E402
-from bot.frames import AudioChunk, VideoFrame  # noqa: E402
-from bot.policy import Policy  # noqa: E402
+from bot.analysis.detectors.audio import VoiceActivity  # noqa: E402
+from bot.analysis.detectors.camera import CameraHealth  # noqa: E402
+from bot.analysis.detectors.faces import FaceDetector  # noqa: E402
+from bot.analysis.detectors.objects import ObjectDetector  # noqa: E402
+from bot.analysis.frames import AudioChunk, VideoFrame  # noqa: E402
+from bot.analysis.policy import Policy  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 MEDIA = SHARED / "media"
@@ -68,7 +68,7 @@ def bench(label: str, fn, items: list, n: int, warmup: int) -> None:
         fn(item)
         times.append((time.perf_counter() - t0) * 1000)
     times.sort()
-    p = lambda q: times[min(len(times) - 1, int(round(q * (len(times) - 1))))]  # noqa: E731
+    p = lambda q: times[min(len(times) - 1, int(round(q * (len(times) - 1))))]
     print(f"{label:<44} n={n:<4} mean {statistics.fmean(times):7.2f}  p50 {p(0.5):7.2f}  p95 {p(0.95):7.2f} ms")
 
 

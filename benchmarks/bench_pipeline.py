@@ -18,12 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.analyze import analyze_file  # noqa: E402
-from bot.media import iter_video, probe  # noqa: E402
-from bot.pipeline import Detectors  # noqa: E402
-from bot.policy import Policy  # noqa: E402
-from bot.settings import Settings  # noqa: E402
-from tests.scenario import MEDIA, Segment, black, clip, compose, frozen, still  # noqa: E402
+from adapters.models import model_paths
+from bot.analysis.offline import analyze_file
+from bot.analysis.pipeline import Detectors
+from bot.analysis.policy import Policy
+from bot.analysis.recording import iter_video, probe
+from bot.settings import Settings
+from tests.support.paths import MEDIA
+from tests.support.scenario import Segment, black, clip, compose, frozen, still
 
 
 def scenario(path: Path, seconds: float) -> Path:
@@ -57,10 +59,10 @@ def main() -> None:
         decoded = sum(1 for _ in iter_video(video))
         decode_s = time.perf_counter() - started
         started = time.perf_counter()
-        detectors = Detectors.load(policy, settings)
+        detectors = Detectors.load(policy, model_paths(settings))
         load_s = time.perf_counter() - started
         try:
-            result = analyze_file(video, policy=policy, settings=settings, detectors=detectors, progress=False)
+            result = analyze_file(video, policy=policy, detectors=detectors, progress=False)
         finally:
             detectors.close()
     wall = result.wall_seconds

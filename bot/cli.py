@@ -14,7 +14,6 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from bot.settings import Settings
 
@@ -28,14 +27,15 @@ def _fail(msg: str, code: int = EXIT_INPUT) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from adapters.models import ModelError
-    from bot.analyze import analyze_file, write_outputs
-    from bot.media import MediaError
-    from bot.policy import Policy, PolicyError
+    from adapters.models import ModelError, model_paths
+    from bot.analysis.offline import analyze_file
+    from bot.analysis.policy import Policy, PolicyError
+    from bot.analysis.recording import MediaError
+    from bot.report.files import write_outputs
 
     try:
         policy = Policy.load(args.policy) if args.policy else Policy()
-        result = analyze_file(args.video, audio=args.audio, policy=policy, settings=Settings.from_env(),
+        result = analyze_file(args.video, models=model_paths(Settings.from_env()), audio=args.audio, policy=policy,
                               progress=None if not args.no_progress else False)
         paths = write_outputs(result, args.out, policy=policy, source=args.video, audio=args.audio)
     except (MediaError, ModelError, PolicyError) as e:
@@ -45,10 +45,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     s = result.score
     print(f"{len(result.events)} events in {result.media_seconds:.1f} s of media "
           f"(analysed in {result.wall_seconds:.1f} s, {result.samples} frames sampled)")
-    for e in result.events:
-        label = e.detail.get("label")
-        print(f"  {e.start:7.1f}-{(e.end if e.end is not None else e.start):7.1f} s  {e.type}"
-              f"{f' ({label})' if label else ''}  conf {e.confidence:.2f}")
+    for ev in result.events:
+        label = ev.detail.get("label")
+        print(f"  {ev.start:7.1f}-{(ev.end if ev.end is not None else ev.start):7.1f} s  {ev.type}"
+              f"{f' ({label})' if label else ''}  conf {ev.confidence:.2f}")
     print(f"integrity score {s.value:.1f}/100, risk {s.risk}{', needs review' if s.needs_review else ''}")
     for name, path in paths.items():
         print(f"{name}: {path}")
@@ -82,7 +82,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from adapters.models import ModelError
-    from bot.service import serve
+    from bot.app import serve
 
     settings = Settings.from_env()
     if args.host:

@@ -8,15 +8,26 @@ import os
 import secrets
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import overload
 
 import platformdirs
 
 APP = "proctor-bot"
 
 
+@overload
+def _env(name: str) -> str | None: ...
+@overload
+def _env(name: str, default: str) -> str: ...
 def _env(name: str, default: str | None = None) -> str | None:
+    """The variable's value; `default` when it is unset or empty."""
     v = os.environ.get(name)
     return default if v is None or v == "" else v
+
+
+def _path(name: str) -> Path | None:
+    v = _env(name)
+    return Path(v) if v else None
 
 
 def _int(name: str, default: int) -> int:
@@ -69,28 +80,27 @@ class Settings:
     smtp_from: str = "proctor-bot@localhost"
     outbox_dir: Path | None = None
     max_bots: int = 4  # calls analysed at once (measured: 4 fit on 2 cores, benchmarks/bench_live.py)
-    media_timeout: float = 5.0  # seconds without frames before media_lost
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         s = cls(
             host=_env("PROCTOR_HOST", "127.0.0.1"),
             port=_int("PROCTOR_PORT", 8080),
             public_url=_env("PROCTOR_PUBLIC_URL"),
-            secret_key=_env("PROCTOR_SECRET_KEY", "") or "",
+            secret_key=_env("PROCTOR_SECRET_KEY", ""),
             token_ttl=_int("PROCTOR_TOKEN_TTL", 4 * 3600),
-            models_dir=Path(_env("PROCTOR_MODELS_DIR")) if _env("PROCTOR_MODELS_DIR") else None,
+            models_dir=_path("PROCTOR_MODELS_DIR"),
             mongodb_uri=_env("MONGODB_URI"),
             mongodb_db=_env("MONGODB_DB", "proctor"),
             retention_days=_int("PROCTOR_RETENTION_DAYS", 90),
             spool_max_events=_int("PROCTOR_SPOOL_MAX_EVENTS", 10000),
             smtp_host=_env("SMTP_HOST"),
             smtp_port=_int("SMTP_PORT", 587),
-            smtp_tls=(_env("SMTP_TLS", "starttls") or "starttls").lower(),
+            smtp_tls=_env("SMTP_TLS", "starttls").lower(),
             smtp_user=_env("SMTP_USER"),
             smtp_password=_env("SMTP_PASSWORD"),
             smtp_from=_env("SMTP_FROM", "proctor-bot@localhost"),
-            outbox_dir=Path(_env("PROCTOR_OUTBOX_DIR")) if _env("PROCTOR_OUTBOX_DIR") else None,
+            outbox_dir=_path("PROCTOR_OUTBOX_DIR"),
             max_bots=_int("PROCTOR_MAX_BOTS", 4),
         )
         if s.smtp_tls not in ("starttls", "tls", "none"):

@@ -12,15 +12,18 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from aiohttp import web
 
-from bot.events import REVIEW_STATES
-from bot.policy import Policy, PolicyError
-from bot.reporting import UnknownInterview
+from bot.analysis.events import REVIEW_STATES, catalogue_json
+from bot.analysis.policy import Policy, PolicyError
+from bot.common import jsonable
+from bot.ports import Bots, Capacity, Reports, Store, StoreUnavailable, UnknownInterview
+from bot.settings import Settings
 from signaling import tokens
 from signaling.tokens import Claims, TokenError
 
@@ -39,57 +42,27 @@ _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@" + _LABEL + r"(?:\
 _EVENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
-class Capacity(Exception):
-    """Raised by ``bots.invite`` when the machine already runs ``max_bots`` bots (-> 503).
-
-    ``bot.worker.BotWorker`` raises this class itself; other exceptions are not capacity.
-    """
-
-
-class Bots(Protocol):
-    async def invite(self, interview: dict, bot_token: str, server_url: str) -> None: ...
-    async def end(self, interview_id: str) -> None: ...
-    def is_present(self, interview_id: str) -> bool: ...
-
-
-class Reports(Protocol):
-    async def pdf(self, interview_id: str) -> bytes: ...
-    async def csv(self, interview_id: str) -> str: ...
-    async def json(self, interview_id: str) -> dict: ...
-    async def finish(self, interview_id: str) -> dict: ...
-
-
 class Hub(Protocol):
     """What the API needs from the Socket.IO side (`signaling.server.Hub`)."""
 
     async def close_interview(self, interview_id: str) -> None: ...
 
 
-SETTINGS = web.AppKey("settings", object)
-STORE = web.AppKey("store", object)
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
 SECRET = web.AppKey("secret", str)
-BOTS = web.AppKey("bots", object)
-REPORTS = web.AppKey("reports", object)
-HUB = web.AppKey("hub", object)
-ENDING = web.AppKey("ending", set)
+BOTS = web.AppKey("bots", Bots)  # absent: no bot on this server, its routes answer 503
+REPORTS = web.AppKey("reports", Reports)  # absent: its routes answer 503
+HUB = web.AppKey("hub", Hub)
+ENDING = web.AppKey("ending", set[str])
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_json_default, ensure_ascii=False)
+    return json.dumps(jsonable(value), ensure_ascii=False)
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.isoformat()
-    if isinstance(value, (bytes, bytearray)):
-        return None
-    return str(value)
-
-
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=_dumps)
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(data, status=status, dumps=_dumps, headers=headers)
 
 
 def error(status: int, message: str, **headers: str) -> web.HTTPException:
@@ -117,7 +90,7 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        if type(exc).__name__ == "StoreUnavailable":  # adapters.store: the database is away
+        if isinstance(exc, StoreUnavailable):  # the database is away
             log.warning("%s %s: %s", request.method, request.path, exc)
             return json_response({"error": "the database is unavailable; try again shortly"}, status=503)
         log.exception("unexpected error in %s %s", request.method, request.path)
@@ -249,10 +222,6 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _is_capacity(exc: BaseException) -> bool:
-    return isinstance(exc, Capacity)
-
-
 # --- handlers --------------------------------------------------------------------------
 
 async def create_interview(request: web.Request) -> web.Response:
@@ -293,10 +262,8 @@ async def invite_bot(request: web.Request) -> web.Response:
     bot_token = tokens.issue(request.app[SECRET], iid, "bot", settings.token_ttl, name=DEFAULT_NAMES["bot"])
     try:
         await bots.invite(interview, bot_token, settings.base_url)
-    except Exception as e:
-        if _is_capacity(e):
-            raise error(503, str(e) or "all bots are busy; try again later") from None
-        raise
+    except Capacity as e:
+        raise error(503, str(e) or "all bots are busy; try again later") from None
     return json_response({"status": "invited"}, status=202)
 
 
@@ -415,6 +382,11 @@ async def delete_interview(request: web.Request) -> web.Response:
     return json_response({"deleted": bool(deleted)})
 
 
+async def catalogue(request: web.Request) -> web.Response:
+    """Every event type with its title, severity and colour (the interviewer's page shows them so)."""
+    return json_response({"events": catalogue_json()}, headers={"Cache-Control": "public, max-age=3600"})
+
+
 async def health(request: web.Request) -> web.Response:
     return json_response({"ok": True})
 
@@ -432,9 +404,4 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/interviews/{id}/report.csv", report_csv)
     r.add_get("/api/interviews/{id}/report.json", report_json)
     r.add_delete("/api/interviews/{id}", delete_interview)
-
-
-__all__ = [
-    "BOTS", "Bots", "Capacity", "ENDING", "HUB", "MAX_BODY", "REPORTS", "Reports", "SECRET", "SETTINGS", "STORE",
-    "add_routes", "authenticate", "error", "error_middleware", "json_response", "read_json",
-]
+    r.add_get("/api/catalogue", catalogue)

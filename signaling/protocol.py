@@ -10,10 +10,11 @@ import base64
 import binascii
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.events import EVENT_TYPES, Event
+from bot.analysis.events import EVENT_TYPES, Event
 
 MAX_MESSAGE = 64 * 1024  # bytes of JSON, every event but bot_event
 MAX_BOT_EVENT = 512 * 1024  # bot_event may carry a base64 JPEG snapshot
@@ -207,7 +208,7 @@ def parse_chat(payload: Any) -> Chat:
     return Chat(text=text)
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[Any], Message]] = {
     "signal": parse_signal,
     "bot_event": parse_bot_event,
     "page_event": parse_page_event,

@@ -1,12 +1,11 @@
 """The signaling server: aiohttp app + python-socketio AsyncServer + the web pages.
 
-`create_app(settings, store, bots=..., reports=...)` builds it; `run(settings)` opens the
-Store and serves it on ``settings.host:settings.port`` until SIGINT/SIGTERM.
+`create_app(settings, store, bots=..., reports=...)` builds it; `bot.app` wires it with the store, the bots
+and the reports and serves it.
 """
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections import deque
@@ -18,7 +17,10 @@ from urllib.parse import urlsplit
 import socketio
 from aiohttp import web
 
-from bot.events import Event
+from bot.analysis.events import Event
+from bot.common import TaskSet, as_unix
+from bot.ports import Bots, Reports, Store
+from bot.settings import Settings
 from signaling import api, protocol, tokens
 from signaling.protocol import ProtocolError, RateLimiter
 from signaling.rooms import Participant, Rooms
@@ -46,31 +48,13 @@ def interviewer_room(interview_id: str) -> str:
     return f"iv:{interview_id}:interviewer"
 
 
-def as_unix(value: Any) -> float | None:
-    """A stored timestamp (datetime, naive = UTC; unix seconds; ISO text) as unix seconds."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.timestamp()
-    return None
-
-
 class EventWriter:
     """Saves bot events in arrival order per interview, off the path of the alert."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         self._queues: dict[str, deque[Event]] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = TaskSet("event-writer")
 
     def put(self, event: Event) -> None:
         iid = event.interview_id or ""
@@ -79,9 +63,7 @@ class EventWriter:
             q.append(event)
             return
         self._queues[iid] = deque([event])
-        task = asyncio.get_running_loop().create_task(self._drain(iid))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._drain(iid), name=f"store-events-{iid[:8]}")
 
     async def _drain(self, iid: str) -> None:
         q = self._queues[iid]
@@ -97,14 +79,13 @@ class EventWriter:
             self._queues.pop(iid, None)
 
     async def flush(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.wait()
 
 
 class Hub:
     """Socket.IO handlers: auth on connect, rooms, relay, alerts."""
 
-    def __init__(self, sio: socketio.AsyncServer, store: Any, secret: str) -> None:
+    def __init__(self, sio: socketio.AsyncServer, store: Store, secret: str) -> None:
         self.sio = sio
         self.store = store
         self.secret = secret
@@ -112,7 +93,7 @@ class Hub:
         self.limits: dict[str, RateLimiter] = {}
         self.started: dict[str, float] = {}  # interview id -> unix seconds the candidate first joined
         self.writer = EventWriter(store)
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = TaskSet("hub")
         sio.on("connect", self.connect)
         sio.on("disconnect", self.disconnect)
         sio.on("signal", self.on_signal)
@@ -160,12 +141,12 @@ class Hub:
         if replaced is not None:
             log.info("%s %s replaces %s in interview %s", claims.role, sid, replaced, iid)
             self.limits.pop(replaced, None)
-            self._spawn(self.sio.disconnect(replaced))
+            self._tasks.spawn(self.sio.disconnect(replaced))
         if claims.role == "candidate" and iid not in self.started:
             self.started[iid] = time.time()
-            self._spawn(self._mark_started(iid, self.started[iid]))
+            self._tasks.spawn(self._mark_started(iid, self.started[iid]))
         # after the CONNECT packet has gone out, so the newcomer gets the list too
-        self._spawn(self.announce(iid))
+        self._tasks.spawn(self.announce(iid))
 
     def _still_there(self, sid: str) -> bool:
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
@@ -201,11 +182,6 @@ class Hub:
                 interview_id, started_at=datetime.fromtimestamp(at, timezone.utc).isoformat(), status="live")
         except Exception:
             log.exception("could not mark interview %s started", interview_id)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # --- messages ---
 
@@ -384,7 +360,7 @@ def _read_polling_bodies_whole(sio: socketio.AsyncServer) -> None:
     eio._async = {**eio._async, "translate_request": translate_request}  # a copy: the driver's dict is shared
 
 
-def _cors_origins(settings: Any) -> list[str] | None:
+def _cors_origins(settings: Settings) -> list[str] | None:
     """None: Engine.IO's same-origin check; with a public URL, that origin and the local one."""
     if not settings.public_url:
         return None
@@ -392,13 +368,11 @@ def _cors_origins(settings: Any) -> list[str] | None:
     return [f"{u.scheme}://{u.netloc}", f"http://{settings.host}:{settings.port}"]
 
 
-def create_app(settings: Any, store: Any, *, bots: Any = None, reports: Any = None) -> web.Application:
+def create_app(settings: Settings, store: Store, *, bots: Bots | None = None,
+               reports: Reports | None = None) -> web.Application:
     """The aiohttp app with the API, the pages and the Socket.IO server mounted on it.
 
-    ``bots``: ``async invite(interview, bot_token, server_url)`` (may raise a ``Capacity``
-    error -> 503), ``async end(interview_id)``, ``is_present(interview_id) -> bool``.
-    ``reports``: ``async pdf(iid) -> bytes``, ``async csv(iid) -> str``, ``async json(iid) -> dict``,
-    ``async finish(iid) -> dict``. Either None: their routes answer 503.
+    Without `bots` or `reports` their routes answer 503. `bot.app` builds it with the real ones.
     """
     secret = settings.ensure_secret()
     app = web.Application(client_max_size=MAX_TRANSPORT, middlewares=[api.error_middleware])
@@ -414,8 +388,10 @@ def create_app(settings: Any, store: Any, *, bots: Any = None, reports: Any = No
     app[api.SETTINGS] = settings
     app[api.STORE] = store
     app[api.SECRET] = secret
-    app[api.BOTS] = bots
-    app[api.REPORTS] = reports
+    if bots is not None:
+        app[api.BOTS] = bots
+    if reports is not None:
+        app[api.REPORTS] = reports
     app[api.HUB] = hub
     app[api.ENDING] = set()
     app[SIO] = sio
@@ -431,65 +407,3 @@ def create_app(settings: Any, store: Any, *, bots: Any = None, reports: Any = No
 
     app.on_shutdown.append(on_shutdown)
     return app
-
-
-async def _build(value: Any, store: Any, marker: str) -> Any:
-    """An instance as is; a factory ``(store) -> instance`` (sync or async) is called."""
-    if value is None or hasattr(value, marker) or not callable(value):
-        return value
-    made = value(store)
-    return await made if inspect.isawaitable(made) else made
-
-
-async def _close(obj: Any) -> None:
-    for name in ("aclose", "close"):
-        fn = getattr(obj, name, None)
-        if callable(fn):
-            result = fn()
-            if inspect.isawaitable(result):
-                await result
-            return
-
-
-async def make_app(settings: Any, *, bots: Any = None, reports: Any = None) -> web.Application:
-    """Open the Store and build the app; the Store (and bots/reports, if they have
-    ``close``/``aclose``) are closed when the app is cleaned up."""
-    from adapters.store import Store
-
-    store = await Store.open(settings)
-    try:
-        bots_obj = await _build(bots, store, "invite")
-        reports_obj = await _build(reports, store, "pdf")
-        app = create_app(settings, store, bots=bots_obj, reports=reports_obj)
-    except BaseException:
-        await store.close()
-        raise
-
-    async def shutdown_bots(app: web.Application) -> None:
-        if bots_obj is not None:
-            await _close(bots_obj)
-
-    async def close_store(app: web.Application) -> None:
-        try:
-            if reports_obj is not None:
-                await _close(reports_obj)
-        finally:
-            await store.close()
-
-    app.on_shutdown.append(shutdown_bots)
-    app.on_cleanup.append(close_store)
-    return app
-
-
-def run(settings: Any, *, bots: Any = None, reports: Any = None) -> None:
-    """Serve until SIGINT/SIGTERM, then shut down gracefully (sockets closed, events flushed,
-    Store closed). ``bots``/``reports`` are instances or factories taking the open Store."""
-    log.info("serving on http://%s:%s (public %s)", settings.host, settings.port, settings.base_url)
-    web.run_app(
-        make_app(settings, bots=bots, reports=reports),
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=10.0,
-        access_log=None,
-        print=None,
-    )

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.analyze import analyze_file, write_outputs
-from bot.policy import Policy
-from tests.scenario import MEDIA, Segment, Timeline, black, clip, compose, frozen, still
+from bot.analysis.offline import analyze_file
+from bot.analysis.policy import Policy
+from bot.report.files import write_outputs
+from tests.support.paths import MEDIA, shared_models
+from tests.support.scenario import Segment, Timeline, black, clip, compose, frozen, still
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +57,7 @@ def scenario(tmp_path_factory) -> Timeline:
 
 @pytest.fixture(scope="module")
 def analysis(scenario):
-    return analyze_file(scenario.path, policy=Policy(), progress=False)
+    return analyze_file(scenario.path, models=shared_models(), policy=Policy(), progress=False)
 
 
 def overlaps(event, start: float, end: float) -> bool:
@@ -167,8 +169,8 @@ def test_evidence_shows_what_made_the_rule_fire(analysis):
     import numpy as np
 
     from adapters.models import resolve
-    from bot.detectors.faces import FaceDetector
-    from bot.frames import VideoFrame
+    from bot.analysis.detectors.faces import FaceDetector
+    from bot.analysis.frames import VideoFrame
     from bot.settings import Settings
 
     settings = Settings.from_env()

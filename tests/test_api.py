@@ -5,15 +5,16 @@ import asyncio
 import csv
 import io
 import logging
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
 
-from bot.events import Event
+from bot.analysis.events import Event
 from signaling import api, tokens
 from signaling.server import SOCKET_IO_JS, WEB_DIR
-from tests.signaling_support import Peer, http, outbox_mails, pdf_text, peers, running, running_with_bot
+from tests.support.clients import Peer, http, outbox_mails, pdf_text, peers, served
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x01" * 64
 
@@ -21,7 +22,7 @@ JPEG = b"\xff\xd8\xff\xe0" + b"\x01" * 64
 @pytest.fixture
 async def srv(settings, store):
     """The server with the real bot worker and reports (mail into ``settings.outbox``)."""
-    async with running_with_bot(settings, store) as s:
+    async with served(settings, store, bots=True, reports=True) as s:
         yield s
 
 
@@ -64,7 +65,7 @@ async def invite_and_see_the_bot(srv, iid: str, interviewer: Peer) -> dict:
     assert status == 202 and data == {"status": "invited"}, data
     got = await interviewer.until("participants", bots_in, timeout=15)
     (bot,) = bots_in(got)
-    assert srv.worker.is_present(iid)
+    assert srv.bots.is_present(iid)
     return bot
 
 
@@ -250,7 +251,7 @@ async def test_every_interviewer_route_checks_the_token(srv):
             if expected == 401:
                 assert h["WWW-Authenticate"] == "Bearer"
     # nothing happened on the way: no bot started, nothing ended or mailed, nothing deleted or reviewed
-    assert srv.worker.sessions == {} and not srv.worker.is_present(iid)
+    assert srv.bots.sessions == {} and not srv.bots.is_present(iid)
     stored = await srv.store.get_interview(iid)
     assert stored is not None and stored["status"] != "ended" and not stored.get("ended_at")
     assert not stored.get("report_sent_at") and outbox_mails(srv.settings) == []
@@ -345,7 +346,7 @@ async def test_invite_bot_joins_the_call_with_a_bot_token(srv):
         interviewer = await watch(made, srv, iid)
         bot = await invite_and_see_the_bot(srv, iid, interviewer)
         assert bot["name"] == "Proctor bot"
-        session = srv.worker.sessions[iid]
+        session = srv.bots.sessions[iid]
         assert bot["sid"] == session.peer.sid
         assert session.interview["id"] == iid and session.peer.server_url == srv.url
         claims = tokens.verify(srv.secret, session.peer.bot_token)
@@ -354,14 +355,15 @@ async def test_invite_bot_joins_the_call_with_a_bot_token(srv):
         status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot",
                                      headers=bearer(srv.token(iid, "interviewer")))
         assert status == 200 and data == {"status": "present"}
-        assert list(srv.worker.sessions) == [iid] and srv.worker.sessions[iid] is session
+        assert list(srv.bots.sessions) == [iid] and srv.bots.sessions[iid] is session
         await asyncio.sleep(0.5)
         assert all([b["sid"] for b in bots_in(d)] == [bot["sid"]] for d in interviewer.drain("participants"))
 
 
 async def test_invite_at_capacity_is_503(settings, store):
-    settings.max_bots = 0  # the real worker's admission control: no call may start
-    async with running_with_bot(settings, store) as srv:
+    settings.max_bots = 0  # the real registry's admission control: no call may start
+    async with served(settings, store, bots=True, reports=True) as srv:
+        assert srv.bots is not None
         iid = await srv.interview()
         async with peers() as made:
             interviewer = await watch(made, srv, iid)
@@ -369,15 +371,15 @@ async def test_invite_at_capacity_is_503(settings, store):
                                          headers=bearer(srv.token(iid, "interviewer")))
             assert status == 503 and list(data) == ["error"]
             assert data["error"].startswith("this server analyses at most 0 calls at once"), data
-            assert srv.worker.sessions == {} and not srv.worker.is_present(iid)
+            assert srv.bots.sessions == {} and not srv.bots.is_present(iid)
             assert await interviewer.nothing("participants", within=0.5)  # no bot joined
             # with a free slot the same invitation gets the bot in
-            settings.max_bots = 1
+            srv.bots.max_calls = 1
             await invite_and_see_the_bot(srv, iid, interviewer)
 
 
 async def test_without_bots_or_reports_routes_answer_503(settings, store):
-    async with running(settings, store) as srv:
+    async with served(settings, store) as srv:
         iid = await srv.interview()
         h = bearer(srv.token(iid, "interviewer"))
         for method, suffix, needle in (("POST", "/bot", "bot"), ("POST", "/end", "bot"),
@@ -406,7 +408,7 @@ async def test_end_then_reports_then_delete(srv):
         assert data["delivery"].startswith(f"written to {srv.settings.outbox}")  # no SMTP host: the outbox
         # the bot left the call
         await interviewer.until("participants", lambda d: roles(d) == ["interviewer"], timeout=10)
-        assert not srv.worker.is_present(iid) and srv.worker.sessions == {}
+        assert not srv.bots.is_present(iid) and srv.bots.sessions == {}
     stored = await srv.store.get_interview(iid)
     assert stored["status"] == "ended" and stored["ended_at"] and stored["report_sent_at"]
     assert stored["report_delivery"] == data["delivery"]
@@ -427,7 +429,7 @@ async def test_end_then_reports_then_delete(srv):
     status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/end", headers=h)
     assert status == 409 and len(outbox_mails(srv.settings)) == 1
     status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot", headers=h)
-    assert status == 409 and srv.worker.sessions == {}
+    assert status == 409 and srv.bots.sessions == {}
 
     status, body, headers = await http("GET", f"{srv.url}/api/interviews/{iid}/report.pdf", headers=h)
     assert status == 200 and body.startswith(b"%PDF") and headers["Content-Type"] == "application/pdf"
@@ -511,8 +513,8 @@ async def test_delete_ends_a_present_bot(srv):
                                   headers=bearer(srv.token(iid, "interviewer")))
         assert status == 200
         await asyncio.wait_for(interviewer.disconnected.wait(), 5)
-    assert not srv.worker.is_present(iid) and srv.worker.sessions == {}
-    assert srv.app[api.HUB].rooms.participants(iid) == []
+    assert not srv.bots.is_present(iid) and srv.bots.sessions == {}
+    assert srv.app.application[api.HUB].rooms.participants(iid) == []
     assert await srv.store.get_interview(iid) is None
 
 
@@ -535,12 +537,24 @@ async def test_unexpected_failure_is_a_logged_json_500(srv, caplog):
 async def test_reports_with_the_database_down_answer_503(srv, mongo_server):
     iid = (await create(srv))["id"]
     h = bearer(srv.token(iid, "interviewer"))
-    await mongo_server.astop(kill=True)
+    await mongo_server.stop(kill=True)
     for suffix in ("/report.pdf", "/report.json"):
         status, data, _ = await http("GET", f"{srv.url}/api/interviews/{iid}{suffix}", headers=h)
         assert status == 503 and "database is unavailable" in data["error"], (suffix, data)
     status, _, _ = await http("GET", srv.url + "/healthz")
     assert status == 200
+
+
+async def test_the_catalogue_names_every_event_type_for_the_page(srv):
+    from bot.analysis.events import CATALOGUE
+
+    status, data, headers = await http("GET", srv.url + "/api/catalogue")
+    assert status == 200 and "max-age" in headers["Cache-Control"]
+    kinds = {k["type"]: k for k in data["events"]}
+    assert list(kinds) == list(CATALOGUE)  # report order
+    assert kinds["face_missing"] == {"type": "face_missing", "title": "Face missing", "severity": "medium",
+                                     "color": "#e74c3c", "live_only": False}
+    assert kinds["tab_hidden"]["live_only"] and {k["severity"] for k in kinds.values()} <= {"high", "medium", "low"}
 
 
 async def test_concurrent_creates(srv):
@@ -549,49 +563,44 @@ async def test_concurrent_creates(srv):
     assert len({r["id"] for r in results}) == 10
 
 
-# --- run(): the real process ---------------------------------------------------------------------
-
-RUN_SCRIPT = """
-import logging, sys
-from pathlib import Path
-from bot.settings import Settings
-from signaling.server import run
-logging.basicConfig(level=logging.INFO)
-run(Settings(host="127.0.0.1", port=int(sys.argv[1]), data_dir=Path(sys.argv[2]), mongodb_uri=sys.argv[3],
-             secret_key="run-test-secret"))
-print("stopped cleanly", flush=True)
-"""
+# --- proctor serve: the real process ----------------------------------------------------------------
 
 
-async def test_run_serves_until_sigint_and_stops_cleanly(tmp_path, mongo_server):
+async def test_serve_runs_until_sigint_and_stops_cleanly(tmp_path, mongo_server):
+    import os
     import signal
     import sys
 
-    from tests.conftest import REPO, free_port
+    from tests.support.paths import MODELS, REPO
+    from tests.support.servers import free_port
 
     port = free_port()
+    env = {**os.environ, "MONGODB_URI": mongo_server.uri, "PROCTOR_DATA_DIR": str(tmp_path),
+           "PROCTOR_SECRET_KEY": "run-test-secret", "PROCTOR_MODELS_DIR": str(MODELS)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", RUN_SCRIPT, str(port), str(tmp_path), mongo_server.uri, cwd=str(REPO),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port), cwd=str(REPO),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
+        status, data = 0, None
+        deadline = time.monotonic() + 90  # imports and model checks: seconds, more on a busy machine
+        while time.monotonic() < deadline and proc.returncode is None:
             try:
                 status, data, _ = await http("GET", url + "/healthz")
                 break
             except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.1)
         assert status == 200 and data == {"ok": True}
         status, data, _ = await http("POST", url + "/api/interviews",
                                      json={"candidate_name": "Run", "interviewer_email": "run@example.com"})
         assert status == 201 and data["candidate_url"].startswith(f"{url}/interview/{data['id']}?token=")
         status, data, _ = await http("POST", f"{url}/api/interviews/{data['id']}/bot",
                                      headers=bearer(token_of(data["interviewer_url"])))
-        assert status == 503 and "not available" in data["error"]  # run() without bots
+        assert status == 202 and data == {"status": "invited"}  # the bot joins, as with ./scripts/run
         proc.send_signal(signal.SIGINT)
-        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0, out.decode()[-2000:]
-        assert b"stopped cleanly" in out and b"Traceback" not in out
+        assert b"bot left interview" in out and b"shutting down" in out and b"Traceback" not in out
     finally:
         if proc.returncode is None:
             proc.kill()

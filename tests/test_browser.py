@@ -1,7 +1,7 @@
 """The product as people use it: two headless Chromium instances, the real server, the real bot.
 
-The server (`signaling.server.create_app` with the real Store on SecantusDB, the real
-BotWorker and Reports with the mail outbox) runs in its own thread and event loop;
+The app as `proctor serve` builds it (`bot.app.running`: the real Store on SecantusDB, the real
+bot and Reports with the mail outbox) runs in its own thread and event loop;
 Selenium drives the candidate's page, whose fake camera plays a .y4m made from the
 shared no-face video, and the interviewer's page.
 """
@@ -20,11 +20,10 @@ from typing import Any
 
 import pytest
 
-from tests.scenario import MEDIA
+from tests.support.paths import MEDIA, REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 FFMPEG = shutil.which("ffmpeg")
@@ -39,12 +38,9 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from adapters.mail import Mailer  # noqa: E402
-from adapters.store import Store  # noqa: E402
-from bot.reporting import Reports  # noqa: E402
-from bot.worker import BotWorker  # noqa: E402
-from signaling.server import create_app  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from bot.app import running  # noqa: E402
+from tests.support.servers import free_port  # noqa: E402
+from tests.support.waiting import wait_for_sync  # noqa: E402
 
 CHROME_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -58,9 +54,6 @@ class ServerThread:
     """`proctor serve`'s app, in a thread of its own."""
 
     def __init__(self, settings: Any) -> None:
-        from aiohttp import web
-
-        self.web = web
         self.settings = settings
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -71,18 +64,12 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     async def _start(self) -> None:
-        self.store = await Store.open(self.settings)
-        self.worker = BotWorker(self.settings)
-        app = create_app(self.settings, self.store, bots=self.worker,
-                         reports=Reports(self.store, Mailer(self.settings)))
-        self.runner = self.web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await self.web.TCPSite(self.runner, self.settings.host, self.settings.port).start()
+        self._running = running(self.settings)
+        app = await self._running.__aenter__()
+        self.store, self.bots = app.store, app.bots
 
     async def _stop(self) -> None:
-        await self.worker.close()
-        await self.runner.cleanup()
-        await self.store.close()
+        await self._running.__aexit__(None, None, None)
 
     def stop(self) -> None:
         self.call(self._stop())
@@ -176,7 +163,7 @@ def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(serve
     wait(intv, lambda d: alerts(d, "face_missing"), timeout=45, what="face_missing alert")
 
     # the alert's path, frame taken by the bot -> the interviewer's page (same clock)
-    session = server.worker.sessions[iid]
+    session = server.bots.sessions[iid]
     fired = {eid: taken for change, eid, taken, _ in session.stats.fired if change == "opened"}
     got = [(a["receivedAt"] / 1000.0) - fired[a["event"]["id"]]
            for a in intv.execute_script("return window.proctorAlerts")
@@ -186,11 +173,14 @@ def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(serve
           f"max {max(got) * 1000:.0f} ms, n={len(got)}; bot analysed {session.stats.fps():.1f} frames/s")
 
     token = iv["interviewer_url"].split("token=")[1].split("&")[0]
-    status, listed = server.api("GET", f"/api/interviews/{iid}/events", token)
-    assert status == 200
-    events = listed["events"] if isinstance(listed, dict) else listed
-    face_missing = [e for e in events if e["type"] == "face_missing"]
-    assert face_missing
+
+    def stored_face_missing() -> list[dict]:  # written in the background, right after the alert
+        status, listed = server.api("GET", f"/api/interviews/{iid}/events", token)
+        assert status == 200
+        return [e for e in listed["events"] if e["type"] == "face_missing"]
+
+    assert wait_for_sync(stored_face_missing, 10), "the stored face_missing event"
+    face_missing = stored_face_missing()
 
     # never on the candidate's page
     assert cand.execute_script("return window.proctorAlerts") is None
@@ -221,14 +211,14 @@ def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(serve
     wait(intv, lambda d: d.find_element(By.ID, "end-confirm").is_displayed(), what="end dialog")
     intv.find_element(By.ID, "end-confirm").click()
     wait(intv, lambda d: d.execute_script("return document.body.dataset.state") == "ended", what="ended")
-    assert not server.worker.is_present(iid)
+    assert not server.bots.is_present(iid)
     outbox = server.settings.outbox
     mails = list(outbox.glob("*.eml"))
     assert len(mails) == 1 and b"application/pdf" in mails[0].read_bytes()
 
 
 def test_capacity_refusal_is_shown_to_the_interviewer(server, browsers):
-    server.settings.max_bots = 0
+    server.bots.max_calls = 0
     status, iv = server.api("POST", "/api/interviews", body={"candidate_name": "Full House",
                                                              "interviewer_email": "ivan@example.com"})
     assert status in (200, 201)
@@ -241,7 +231,7 @@ def test_capacity_refusal_is_shown_to_the_interviewer(server, browsers):
     text = wait(intv, lambda d: d.execute_script(
         "const t = document.querySelector('.toast-error'); return t && t.textContent.trim()"), what="error toast")
     assert "capacity" in text.lower() or "PROCTOR_MAX_BOTS" in text
-    assert not server.worker.is_present(iv["id"])
+    assert not server.bots.is_present(iv["id"])
 
 
 def test_start_page_creates_an_interview_and_hands_out_both_links(server, browsers):

@@ -7,9 +7,9 @@ import av
 import numpy as np
 import pytest
 
-from bot.detectors.audio import VoiceActivity
-from bot.frames import AudioChunk
-from bot.policy import Policy
+from bot.analysis.detectors.audio import VoiceActivity
+from bot.analysis.frames import AudioChunk
+from bot.analysis.policy import Policy
 
 AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "media" / "audio"
 

@@ -8,9 +8,9 @@ import av
 import cv2
 import numpy as np
 
-from bot.detectors.camera import CameraHealth
-from bot.frames import VideoFrame
-from bot.policy import Policy
+from bot.analysis.detectors.camera import CameraHealth
+from bot.analysis.frames import VideoFrame
+from bot.analysis.policy import Policy
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 

@@ -7,9 +7,9 @@ import av
 import cv2
 import pytest
 
-from bot.detectors.faces import FaceDetector
-from bot.frames import VideoFrame
-from bot.policy import Policy
+from bot.analysis.detectors.faces import FaceDetector
+from bot.analysis.frames import VideoFrame
+from bot.analysis.policy import Policy
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MEDIA = SHARED / "media"

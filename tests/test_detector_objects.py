@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from bot.detectors.objects import COCO80, ObjectDetector, decode, letterbox, names_from_metadata
-from bot.frames import VideoFrame
-from bot.policy import Policy
+from bot.analysis.detectors.objects import COCO80, ObjectDetector, decode, letterbox, names_from_metadata
+from bot.analysis.frames import VideoFrame
+from bot.analysis.policy import Policy
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MEDIA = SHARED / "media"

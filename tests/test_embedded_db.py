@@ -16,9 +16,11 @@ import pytest
 
 from adapters.embedded_db import DataDirLocked, EmbeddedMongo, EmbeddedMongoError, find_executable
 from adapters.store import Store
-from bot.events import FACE_MISSING, Event
+from bot.analysis.events import FACE_MISSING, Event
 from bot.settings import Settings
-from tests.conftest import REPO, free_port
+from tests.support.paths import REPO
+from tests.support.servers import free_port
+from tests.support.waiting import wait_for_sync
 
 
 def alive(pid: int) -> bool:
@@ -33,12 +35,7 @@ def alive(pid: int) -> bool:
 
 
 def wait_gone(pid: int, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return wait_for_sync(lambda: not alive(pid), timeout)
 
 
 def count(uri: str) -> int:
@@ -65,18 +62,18 @@ async def test_start_stop_leaves_no_process_and_keeps_data(tmp_path: Path) -> No
         assert (tmp_path / "db.lock").read_text().strip() == str(os.getpid())
     assert not db.running and not alive(pid)
     with pytest.raises(EmbeddedMongoError):
-        db.uri
+        _ = db.uri
     async with EmbeddedMongo(tmp_path) as again:  # same data dir, new port
         assert again.pid != pid
         assert await asyncio.to_thread(count, again.uri) == 2
 
 
-def test_sync_api_and_idempotent_stop(tmp_path: Path) -> None:
-    db = EmbeddedMongo(tmp_path).start_sync()
+async def test_stop_is_idempotent(tmp_path: Path) -> None:
+    db = await EmbeddedMongo(tmp_path).start()
     pid = db.pid
-    assert pid is not None and count(db.uri) == 0
-    db.stop_sync()
-    db.stop_sync()
+    assert pid is not None and await asyncio.to_thread(count, db.uri) == 0
+    await db.stop()
+    await db.stop()
     assert not alive(pid)
 
 
@@ -113,10 +110,10 @@ async def test_server_failure_reports_its_log(tmp_path: Path) -> None:
 
 
 CHILD = textwrap.dedent("""
-    import sys, time
+    import asyncio, sys, time
     sys.path.insert(0, {repo!r})
     from adapters.embedded_db import EmbeddedMongo
-    db = EmbeddedMongo({data!r}).start_sync()
+    db = asyncio.run(EmbeddedMongo({data!r}).start())  # spawned from the main thread: PDEATHSIG is set
     print(db.pid, db.port, flush=True)
     sys.stdin.readline()   # exit when told (atexit stops the server) or get killed
 """)
@@ -131,12 +128,12 @@ def spawn_child(data: Path) -> tuple[subprocess.Popen[str], int]:
     return child, int(line.split()[0])
 
 
-def test_atexit_stops_server_and_lock_holds_across_processes(tmp_path: Path) -> None:
+async def test_atexit_stops_server_and_lock_holds_across_processes(tmp_path: Path) -> None:
     child, server_pid = spawn_child(tmp_path)
     try:
         assert alive(server_pid)
         with pytest.raises(DataDirLocked, match=rf"pid {child.pid}\)"):
-            EmbeddedMongo(tmp_path).start_sync()
+            await EmbeddedMongo(tmp_path).start()
         assert child.stdin is not None
         child.stdin.write("\n")
         child.stdin.flush()
@@ -147,14 +144,14 @@ def test_atexit_stops_server_and_lock_holds_across_processes(tmp_path: Path) -> 
         child.wait()
 
 
-def test_killed_parent_takes_the_server_along(tmp_path: Path) -> None:
+async def test_killed_parent_takes_the_server_along(tmp_path: Path) -> None:
     child, server_pid = spawn_child(tmp_path)
     try:
         child.send_signal(signal.SIGKILL)  # no atexit: PR_SET_PDEATHSIG must do it
         child.wait(10)
         assert wait_gone(server_pid, 5), "orphan server left behind"
-        db = EmbeddedMongo(tmp_path).start_sync()  # and the data dir is usable again
-        db.stop_sync()
+        db = await EmbeddedMongo(tmp_path).start()  # and the data dir is usable again
+        await db.stop()
     finally:
         if alive(server_pid):
             os.kill(server_pid, signal.SIGKILL)

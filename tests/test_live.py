@@ -1,55 +1,26 @@
-"""The live call end to end, in one process: the real server, the real bot (BotWorker ->
-BotSession -> BotPeer -> detectors), a candidate made with aiortc streaming real video
-through the server's signaling, an interviewer Socket.IO client, SecantusDB and aiosmtpd."""
+"""The live call end to end, in one process: the real app (`bot.app`: server, CallRegistry -> CallSession ->
+BotPeer -> detectors, Reports), a candidate made with aiortc streaming real video through the server's
+signaling, an interviewer Socket.IO client, SecantusDB and aiosmtpd."""
 from __future__ import annotations
 
 import asyncio
 import statistics
 import subprocess
-import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
-import socketio
 
-from adapters.mail import Mailer
-from bot.reporting import Reports
-from bot.worker import BotWorker
-from tests.candidate_peer import CandidatePeer
-from tests.scenario import MEDIA
-from tests.signaling_support import http, running
+from bot.live.registry import CallRegistry
+from tests.support.candidate import CandidatePeer
+from tests.support.clients import Listener, Served, http, served
+from tests.support.paths import MEDIA
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-class Listener:
-    """A Socket.IO client that notes when each alert arrives (wall clock)."""
-
-    def __init__(self) -> None:
-        self.alerts: list[tuple[float, dict[str, Any]]] = []
-        self.sio = socketio.AsyncClient(reconnection=False)
-        self.sio.on("alert", self._on_alert)
-
-    async def _on_alert(self, data: dict[str, Any]) -> None:
-        self.alerts.append((time.time(), data))
-
-    async def connect(self, url: str, token: str) -> None:
-        await self.sio.connect(url, auth={"token": token}, wait_timeout=10)
-
-    def opened(self, kind: str) -> list[tuple[float, dict[str, Any]]]:
-        return [(t, a) for t, a in self.alerts if a["change"] == "opened" and a["event"]["type"] == kind]
-
-
-async def wait_for(predicate, timeout: float, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(step)
-    return predicate()
 
 
 @pytest.fixture
@@ -60,10 +31,10 @@ def live_settings(settings, smtp_server):
 
 @dataclass
 class Call:
-    srv: Any
+    srv: Served
     iid: str
     token: str  # the interviewer's
-    worker: BotWorker
+    bots: CallRegistry
     interviewer: Listener
     candidate: CandidatePeer
     candidate_ear: Listener  # alerts arriving on the candidate's own socket
@@ -86,32 +57,29 @@ class Call:
 
 
 @asynccontextmanager
-async def live_call(settings, store, name: str, video: Path, audio: Path | None = None, *,
-                    reports: Any = None) -> AsyncIterator[Call]:
-    worker = BotWorker(settings)
-    async with running(settings, store, bots=worker, reports=reports) as srv:
+async def live_call(settings, store, name: str, video: Path, audio: Path | None = None) -> AsyncIterator[Call]:
+    async with served(settings, store, bots=True, reports=True) as srv:
+        assert srv.bots is not None
         iid = await srv.interview(name)
         token = srv.token(iid, "interviewer")
         interviewer = Listener()
         await interviewer.connect(srv.url, token)
-        call = Call(srv, iid, token, worker, interviewer, None, Listener())  # type: ignore[arg-type]
+        call = Call(srv, iid, token, srv.bots, interviewer, None, Listener())  # type: ignore[arg-type]
         await call.join_candidate(video, audio)
         try:
             yield call
         finally:
             await call.candidate.stop()
             await interviewer.sio.disconnect()
-            await worker.close()
 
 
 async def test_no_face_reaches_the_interviewer_only_then_the_report_is_mailed(live_settings, store, smtp_server):
-    reports = Reports(store, Mailer(live_settings))
     async with live_call(live_settings, store, "Nora Noface", MEDIA / "video/one-by-one-person-detection.mp4",
-                         MEDIA / "audio/english.wav", reports=reports) as call:
+                         MEDIA / "audio/english.wav") as call:
         interviewer = call.interviewer
         await call.invite()
         assert await wait_for(lambda: interviewer.opened("face_missing"), 30), interviewer.alerts
-        session = call.worker.sessions[call.iid]
+        session = call.bots.sessions[call.iid]
 
         # latency: frame taken -> detectors -> rule fires -> sent -> the interviewer's socket has it
         fired = {eid: (taken, sent) for change, eid, taken, sent in session.stats.fired if change == "opened"}
@@ -134,7 +102,7 @@ async def test_no_face_reaches_the_interviewer_only_then_the_report_is_mailed(li
 
         status, body = await call.api("POST", "/end")
         assert status == 200, body
-        assert not call.worker.is_present(call.iid)
+        assert not call.bots.is_present(call.iid)
         iid = call.iid
 
     assert await wait_for(lambda: smtp_server.messages, 10)
@@ -155,7 +123,7 @@ async def test_no_face_reaches_the_interviewer_only_then_the_report_is_mailed(li
 async def test_page_events_become_tab_hidden_events(live_settings, store):
     async with live_call(live_settings, store, "Tab Switcher", MEDIA / "video/thanks.mkv") as call:
         await call.invite()
-        assert await wait_for(lambda: call.worker.sessions[call.iid].peer.media_connected, 15)
+        assert await wait_for(lambda: call.bots.sessions[call.iid].peer.media_connected, 15)
         await call.candidate.send_page_event("tab_hidden", True)
         await asyncio.sleep(1.5)
         await call.candidate.send_page_event("tab_hidden", False)
@@ -170,7 +138,7 @@ async def test_page_events_become_tab_hidden_events(live_settings, store):
 async def test_a_dead_track_is_an_event_and_a_reload_renegotiates(live_settings, store):
     async with live_call(live_settings, store, "Flaky Network", MEDIA / "video/thanks.mkv") as call:
         await call.invite()
-        session = call.worker.sessions[call.iid]
+        session = call.bots.sessions[call.iid]
         assert await wait_for(lambda: session.stats.frames_analysed > 5, 15)
 
         # the media dies but the candidate stays in the room and ignores new offers
@@ -196,10 +164,10 @@ async def test_the_database_going_away_mid_call_loses_nothing(live_settings, sto
     caplog.set_level("WARNING")
     async with live_call(live_settings, store, "Outage Olga", MEDIA / "video/one-by-one-person-detection.mp4") as call:
         await call.invite()
-        session = call.worker.sessions[call.iid]
+        session = call.bots.sessions[call.iid]
         assert await wait_for(lambda: session.stats.frames_analysed > 3, 15)
 
-        await mongo_server.astop(kill=True)  # the database dies mid-interview
+        await mongo_server.stop(kill=True)  # the database dies mid-interview
         await call.candidate.send_page_event("tab_hidden", True)
         await asyncio.sleep(1.2)
         await call.candidate.send_page_event("tab_hidden", False)
@@ -209,7 +177,7 @@ async def test_the_database_going_away_mid_call_loses_nothing(live_settings, sto
                                           for _, a in call.interviewer.alerts), 10)
         assert await wait_for(lambda: "spool" in caplog.text, 10)
 
-        await mongo_server.astart()  # back on the same port and storage
+        await mongo_server.start()  # back on the same port and storage
         assert await store.drain(timeout=30)
         sent = {a["event"]["id"] for _, a in call.interviewer.alerts}
         client = AsyncIOMotorClient(mongo_server.uri, serverSelectionTimeoutMS=5000)

@@ -14,7 +14,7 @@ from fpdf import FPDF
 
 from adapters.mail import Mailer
 from bot.settings import Settings
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 
 def small_pdf() -> bytes:
@@ -59,7 +59,7 @@ async def test_login_when_user_set(mail_settings: Settings) -> None:
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult
 
-    from tests.conftest import SmtpSink
+    from tests.support.servers import SmtpSink
 
     logins: list[tuple[bytes, bytes]] = []
 
@@ -105,7 +105,7 @@ async def test_smtp_down_retries_then_outbox(mail_settings: Settings, caplog: py
 
 async def test_smtp_back_on_second_attempt(mail_settings: Settings) -> None:
     """A 4xx reply is transient: retried, then delivered."""
-    from tests.conftest import SmtpSink
+    from tests.support.servers import SmtpSink
 
     class FlakySink(SmtpSink):
         calls = 0
@@ -134,7 +134,7 @@ async def test_permanent_refusal_not_retried(mail_settings: Settings) -> None:
     """A 5xx reply (recipient refused) goes to the outbox at once."""
     from aiosmtpd.controller import Controller
 
-    from tests.conftest import SmtpSink
+    from tests.support.servers import SmtpSink
 
     class Refusing(SmtpSink):
         async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, opts: Any) -> str:

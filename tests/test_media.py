@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.frames import AudioChunk
-from bot.media import MediaError, Sampler, iter_audio, iter_video, probe, sample_file
-from bot.policy import Policy
-from tests.scenario import MEDIA
+from bot.analysis.frames import AudioChunk
+from bot.analysis.policy import Policy
+from bot.analysis.recording import MediaError, iter_audio, iter_video, probe, sample_file
+from bot.analysis.sampler import Sampler
+from tests.support.paths import MEDIA
 
 
 @pytest.mark.parametrize("name, width, height, frames", [

@@ -79,7 +79,8 @@ def test_resolve_from_models_dir(tmp_path, monkeypatch):
     s = Settings.from_env()
     for name, spec in MODELS.items():
         assert resolve(name, s) == SHARED_MODELS / spec.file
-    assert set(models.model_paths(s)) == set(MODELS)
+    paths = models.model_paths(s)
+    assert {name: getattr(paths, name) for name in MODELS} == {name: SHARED_MODELS / spec.file for name, spec in MODELS.items()}
 
 
 def test_resolve_falls_back_to_the_user_cache(tmp_path):

@@ -5,10 +5,18 @@ import base64
 
 import pytest
 
-from bot.events import Event
+from bot.analysis.events import Event
 from signaling import protocol
 from signaling.protocol import (
-    BotEvent, Chat, PageEvent, ProtocolError, RateLimiter, Signal, TokenBucket, parse, validate,
+    BotEvent,
+    Chat,
+    PageEvent,
+    ProtocolError,
+    RateLimiter,
+    Signal,
+    TokenBucket,
+    parse,
+    validate,
 )
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 100

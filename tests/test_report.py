@@ -14,14 +14,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot import report
-from bot.events import EVENT_TITLES, Event
-from bot.policy import Policy
-from bot.report import ReportData, build_csv, build_json, build_pdf, find_fonts
-from bot.score import score
+from bot.analysis.events import CATALOGUE, Event, title
+from bot.analysis.policy import Policy
+from bot.analysis.score import score
+from bot.report import pdf as report
+from bot.report.data import ReportData
+from bot.report.pdf import build_pdf, find_fonts
+from bot.report.tables import build_csv, build_json
+from tests.support.clients import pdf_text
+from tests.support.paths import MEDIA
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-IMAGES = SHARED / "media" / "images"
+IMAGES = MEDIA / "images"
 NAME = "Zoë Ñúñez"
 CJK_NAME = "李雷"
 
@@ -84,13 +87,6 @@ def audit_log(events: list[Event]) -> list[dict]:
     ]
 
 
-def pdf_text(pdf: bytes, tmp_path: Path, *args: str) -> str:
-    path = tmp_path / "report.pdf"
-    path.write_bytes(pdf)
-    return subprocess.run(["pdftotext", *args, str(path), "-"], check=True, capture_output=True,
-                          text=True).stdout
-
-
 def page_count(pdf: bytes) -> int:
     return len(re.findall(rb"/Type /Page\b(?!s)", pdf))
 
@@ -110,14 +106,14 @@ def test_pdf_text_has_name_score_types_and_times(tmp_path: Path):
     data = ReportData(interview=live_interview(f"{NAME} {CJK_NAME}"), events=events, audit=audit_log(events))
     pdf = build_pdf(data)
     assert pdf.startswith(b"%PDF")
-    text = pdf_text(pdf, tmp_path)
+    text = pdf_text(pdf)
     assert NAME in text
     if find_fonts().fallbacks:
         assert CJK_NAME in text
     assert data.score is not None and f"{data.score.value:.1f}" in text
     assert f"{data.score.risk.upper()} RISK" in text
     for e in events:
-        assert EVENT_TITLES[e.type] in text
+        assert title(e.type) in text
     for section in ("Events by type", "Timeline", "Needs review", "All events (6)", "Review audit log", "Policy"):
         assert section in text
     flat = " ".join(text.split())  # table cells wrap
@@ -133,7 +129,7 @@ def test_offline_report_shows_offsets_and_source(tmp_path: Path):
                  "source": "/media/student.mkv", "duration": 95.3, "policy": Policy().to_dict()}
     events = [Event("suspicious_object", 30.0, 41.0, 0.62, {"label": "cell phone", "confidence": 0.71},
                     snapshots()[0])]
-    text = pdf_text(build_pdf(ReportData(interview=interview, events=events)), tmp_path)
+    text = pdf_text(build_pdf(ReportData(interview=interview, events=events)))
     assert "student.mkv" in text and "1 min 35 s" in text
     assert "0:30" in text and "14:" not in text
 
@@ -147,7 +143,7 @@ def test_hundreds_of_events_paginate(tmp_path: Path):
     pdf = build_pdf(ReportData(interview=live_interview(), events=events))
     pages = page_count(pdf)
     assert pages > 20
-    text = pdf_text(pdf, tmp_path, "-layout")
+    text = pdf_text(pdf, "-layout")
     assert f"Page {pages} of {pages}" in text
     assert "All events (300)" in text
     # the events table repeats its header on each page it spans, and every event is listed
@@ -163,7 +159,7 @@ def test_core_font_fallback_when_no_ttf(monkeypatch: pytest.MonkeyPatch, tmp_pat
                                audit=audit_log(events)))
     assert pdf.startswith(b"%PDF") and page_count(pdf) >= 2
     if shutil.which("pdftotext"):
-        assert f"{NAME} ?? - >=" in pdf_text(pdf, tmp_path)
+        assert f"{NAME} ?? - >=" in pdf_text(pdf)
 
 
 def test_fonts_found():
@@ -192,7 +188,7 @@ def test_pages_render(tmp_path: Path):
 
     for e in events:
         if e.review != "dismissed":
-            assert present(report.TYPE_COLORS[e.type]), e.type
+            assert present(CATALOGUE[e.type].color), e.type
     assert present(report.RISK_COLORS[ReportData(interview=live_interview(), events=events).score.risk])
     with Image.open(pngs[1]) as im:  # page 2: event rows with their JPEG thumbnails
         assert len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) > 500

@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterable
 
 import pytest
 
-from bot.events import (
+from bot.analysis.events import (
     BACKGROUND_VOICE,
     CAMERA_BLOCKED,
     CAMERA_FROZEN,
@@ -19,7 +19,7 @@ from bot.events import (
     WINDOW_BLUR,
     Event,
 )
-from bot.observations import (
+from bot.analysis.observations import (
     AudioObservation,
     CameraObservation,
     Detection,
@@ -30,8 +30,8 @@ from bot.observations import (
     PageObservation,
     TrackObservation,
 )
-from bot.policy import Policy
-from bot.rules import EventChange, RuleEngine
+from bot.analysis.policy import Policy
+from bot.analysis.rules import EventChange, RuleEngine
 
 FACE_DT = 0.2  # 5 fps
 OBJ_DT = 1.0  # 1 fps

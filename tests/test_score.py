@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.events import (
+from bot.analysis.events import (
     BACKGROUND_VOICE,
     EYES_CLOSED,
     FACE_MISSING,
@@ -12,8 +12,8 @@ from bot.events import (
     SUSPICIOUS_OBJECT,
     Event,
 )
-from bot.policy import Policy
-from bot.score import Score, score
+from bot.analysis.policy import Policy
+from bot.analysis.score import Score, score
 
 
 def ev(event_type: str, start: float, end: float | None, confidence: float = 1.0, review: str | None = None) -> Event:

@@ -8,9 +8,9 @@ import time
 import pytest
 import socketio
 
-from bot.events import Event
+from bot.analysis.events import Event
 from signaling import tokens
-from tests.signaling_support import Peer, http, outbox_mails, pdf_text, peers, running, running_with_bot
+from tests.support.clients import Peer, http, outbox_mails, pdf_text, peers, served
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4
 
@@ -18,7 +18,7 @@ JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4
 @pytest.fixture
 async def srv(settings, store):
     """The server with the real bot worker and reports (mail into ``settings.outbox``)."""
-    async with running_with_bot(settings, store) as s:
+    async with served(settings, store, bots=True, reports=True) as s:
         yield s
 
 
@@ -263,13 +263,13 @@ async def test_after_end_candidate_and_bot_cannot_join(srv):
     auth = {"Authorization": f"Bearer {srv.token(iid, 'interviewer')}"}
     async with peers() as made:
         interviewer = await join(made, srv, iid, "interviewer")
-        candidate = await join(made, srv, iid, "candidate")
+        await join(made, srv, iid, "candidate")
         status, _, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot", headers=auth)
         assert status == 202
         got = await interviewer.until("participants", lambda d: roles(d) == ["bot", "candidate", "interviewer"],
                                       timeout=15)
         bot_sid = next(p["sid"] for p in got["participants"] if p["role"] == "bot")
-        assert bot_sid == srv.worker.sessions[iid].peer.sid
+        assert bot_sid == srv.bots.sessions[iid].peer.sid
         hello = await interviewer.until("chat", lambda m: m["from_role"] == "bot")
         assert hello["text"] == "Proctoring bot joined"
 
@@ -279,7 +279,7 @@ async def test_after_end_candidate_and_bot_cannot_join(srv):
         bye = await interviewer.until("chat", lambda m: m["from_role"] == "bot")
         assert bye["text"] == "Proctoring bot left"
         await interviewer.until("participants", lambda d: roles(d) == ["candidate", "interviewer"], timeout=10)
-        assert not srv.worker.is_present(iid) and srv.worker.sessions == {}
+        assert not srv.bots.is_present(iid) and srv.bots.sessions == {}
     # and the report went to the interviewer
     (mail,) = outbox_mails(srv.settings)
     (attachment,) = mail.iter_attachments()
@@ -415,7 +415,7 @@ async def test_socket_gone_while_connecting_leaves_no_ghost(settings, store):
 
     from signaling import api
 
-    async with running(settings, SlowStore(store, 0.5)) as srv:
+    async with served(settings, SlowStore(store, 0.5)) as srv:
         iid = await srv.interview()
         async with aiohttp.ClientSession() as session:
             ws = await session.ws_connect(srv.url + "/socket.io/?EIO=4&transport=websocket")
@@ -425,7 +425,7 @@ async def test_socket_gone_while_connecting_leaves_no_ghost(settings, store):
             await asyncio.sleep(0.1)
             await ws.close()  # gone while the server looks the interview up
         await asyncio.sleep(1.0)
-        hub = srv.app[api.HUB]
+        hub = srv.app.application[api.HUB]
         assert hub.rooms.participants(iid) == []
         # and a real client still gets in
         async with peers() as made:

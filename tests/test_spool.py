@@ -12,7 +12,7 @@ import pytest
 
 from adapters.spool import Spool
 from adapters.store import Store, StoreUnavailable
-from bot.events import LOOKING_AWAY, Event
+from bot.analysis.events import LOOKING_AWAY, Event
 from bot.settings import Settings
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9"
@@ -104,7 +104,7 @@ async def test_outage_spools_then_flushes_exactly_once(
         assert not store.outage
 
         caplog.set_level(logging.INFO, logger="adapters.store")
-        await mongo_server.astop(kill=True)  # the database process dies mid-interview
+        await mongo_server.stop(kill=True)  # the database process dies mid-interview
 
         during = [ev(10.0 + i, iid, snapshot=JPEG if i % 3 == 0 else None) for i in range(15)]
         latencies = []
@@ -129,7 +129,7 @@ async def test_outage_spools_then_flushes_exactly_once(
             await store.list_events(iid)
 
         t_restart = time.perf_counter()
-        await mongo_server.astart()  # same port, same storage
+        await mongo_server.start()  # same port, same storage
         assert await store.drain(timeout=30)
         recovery = time.perf_counter() - t_restart
         print(f"outage recovery: spool written {recovery:.2f} s after the restart began")
@@ -161,11 +161,11 @@ async def test_spooled_events_are_visible_and_deletable(mongo_server: Any, tmp_p
         stored = ev(1.0, iid)
         await store.save_event(stored)
         await store.review_event(iid, stored.id, state="confirmed", by="x@y")
-        await mongo_server.astop(kill=True)
+        await mongo_server.stop(kill=True)
         await store.save_event(replace(stored, end=3.0))  # update of a stored, reviewed event
         snap = ev(2.0, iid, snapshot=JPEG)
         await store.save_event(snap)
-        await mongo_server.astart()
+        await mongo_server.start()
         # before the flusher catches up (or after), reads merge the spool: newest version, review kept
         evs = await store.list_events(iid, snapshots=True)
         assert [(e.id, e.end, e.review) for e in evs] == [(stored.id, 3.0, "confirmed"), (snap.id, None, None)]
@@ -174,10 +174,10 @@ async def test_spooled_events_are_visible_and_deletable(mongo_server: Any, tmp_p
         (got_stored, _) = await store.list_events(iid)
         assert got_stored.review == "confirmed" and got_stored.end == 3.0
 
-        await mongo_server.astop(kill=True)
+        await mongo_server.stop(kill=True)
         await store.save_event(ev(5.0, iid))
         assert len(store.spool) == 1
-        await mongo_server.astart()
+        await mongo_server.start()
         assert await store.delete_interview(iid) is True
         assert len(store.spool) == 0  # a deleted interview's spooled events are not resurrected
         assert await store.drain(timeout=30)

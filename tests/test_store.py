@@ -11,7 +11,7 @@ import pytest
 
 from adapters.embedded_db import EmbeddedMongo
 from adapters.store import Store
-from bot.events import FACE_MISSING, LOOKING_AWAY, MULTIPLE_FACES, Event
+from bot.analysis.events import FACE_MISSING, LOOKING_AWAY, MULTIPLE_FACES, Event
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40 + b"\xff\xd9"
 

@@ -11,8 +11,8 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
-from bot.track_reader import AudioReader, LatestFrame, Timeline
-from tests.candidate_peer import ENGLISH_AUDIO, STUDENT_VIDEO, LoopingTrack
+from bot.live.readers import AudioReader, LatestFrame, Timeline
+from tests.support.candidate import ENGLISH_AUDIO, STUDENT_VIDEO, LoopingTrack
 
 pytestmark = pytest.mark.slow
 

@@ -12,24 +12,18 @@
 
   window.proctorAlerts = [];
 
-  const EVENT_TITLES = {
-    face_missing: "Face missing",
-    multiple_faces: "Several faces",
-    looking_away: "Looking away",
-    eyes_closed: "Eyes closed",
-    suspicious_object: "Suspicious object",
-    background_voice: "Background voice",
-    camera_blocked: "Camera blocked",
-    camera_frozen: "Camera frozen",
-    tab_hidden: "Tab hidden",
-    window_blur: "Window left",
-    media_lost: "Media lost",
-  };
-  const SEVERITY = {
-    multiple_faces: "high", suspicious_object: "high", background_voice: "high", camera_blocked: "high",
-    face_missing: "medium", looking_away: "medium", camera_frozen: "medium", tab_hidden: "medium",
-    window_blur: "medium", media_lost: "medium", eyes_closed: "low",
-  };
+  // Titles and severities of the event types: the server's catalogue (GET /api/catalogue), the same one the
+  // report uses; until it has loaded, an alert shows its type name.
+  const catalogue = new Map();
+  async function loadCatalogue() {
+    try {
+      const res = await fetch("/api/catalogue", { cache: "default" });
+      if (!res.ok) return;
+      const data = await res.json();
+      for (const kind of data.events || []) catalogue.set(kind.type, kind);
+      renderEvents();
+    } catch (e) { /* the names stay readable without it */ }
+  }
 
   const app = {
     conn: null,        // {socket, stop}
@@ -232,7 +226,8 @@
   // ------------------------------------------------------------------ events (alerts)
 
   function eventTitle(ev) {
-    return EVENT_TITLES[ev.type] || String(ev.type || "Alert").replace(/_/g, " ");
+    const kind = catalogue.get(ev.type);
+    return kind ? kind.title : String(ev.type || "Alert").replace(/_/g, " ");
   }
 
   function formatOffset(seconds) {
@@ -309,7 +304,7 @@
     const detail = detailText(ev.detail);
     const thumb = ev.has_snapshot ? snapshotThumb(ev) : null;
     return el("li", {
-      class: "event sev-" + (SEVERITY[ev.type] || "medium") + (open ? " event-open" : "") + (review ? " event-" + review : ""),
+      class: "event sev-" + ((catalogue.get(ev.type) || {}).severity || "medium") + (open ? " event-open" : "") + (review ? " event-" + review : ""),
       dataset: { eventId: ev.id, type: ev.type || "", review },
     },
       el("div", { class: "event-head" },
@@ -494,6 +489,7 @@
     });
 
     app.mediaReady = startLocalMedia();
+    loadCatalogue();
     loadEvents();
 
     app.conn = P.connectSocket({

@@ -1,0 +1,17 @@
+"""Detectors: each turns one frame (or audio chunk) into one observation; no I/O, no asyncio.
+
+Importing this package is cheap: the model libraries load when a detector is built.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """Where each model file is (resolved and checked by `adapters.models`)."""
+
+    yunet: Path
+    face_landmarker: Path
+    yolo: Path

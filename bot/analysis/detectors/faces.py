@@ -1,0 +1,268 @@
+"""Faces: how many, and where the candidate (the largest face) looks.
+
+Two models, each doing what it is good at:
+
+* YuNet (``cv2.FaceDetectorYN``, ~2-5 ms a frame) proposes faces: boxes, scores, 5 points. It also
+  fires on the backs of heads (scores up to ~0.8 on one-by-one-person-detection.mp4), so a proposal is
+  not yet a face.
+* MediaPipe Face Landmarker (IMAGE mode) runs on an upscaled crop around each proposal (a square of
+  twice the box side, resized to 256 px, so the small faces of 480x270 GIFs become large). A proposal
+  counts as a face only when the landmarker finds a face mesh in its crop; a weak proposal
+  (score < ``STRONG_SCORE``) must in addition have its 5 YuNet points agree with the mesh
+  (mean distance < ``AGREE_MAX`` of the box side). The mesh of the largest counted face gives the pose,
+  gaze, eyes and mouth.
+* When YuNet proposes nothing, the landmarker runs once on the whole frame (upscaled to >= 640 px
+  wide) to catch a face YuNet missed (it then counts with score ``LANDMARKER_ONLY_SCORE``).
+
+Conventions (see ``bot.analysis.observations.FaceObservation``): yaw > 0 when the head turns towards the
+image's left (the person's right), pitch > 0 when the head tilts up, roll > 0 when the eye line
+rotates counter-clockwise in the image; gaze_x > 0 when the irises move towards the image's left,
+gaze_y > 0 up, both about -1..1 (1 ~ iris at the edge of its usual range).
+
+Cost: one landmarker run (~9 ms on one core) per counted face, at most ``MAX_VERIFIED`` per frame.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bot.analysis.frames import VideoFrame
+from bot.analysis.observations import Face, FaceObservation
+from bot.analysis.policy import Policy
+
+CROP_SIDE = 256  # pixels of the landmarker's crop
+CROP_SCALE = 2.0  # crop side / face box side
+STRONG_SCORE = 0.7  # YuNet score from which a landmarker-confirmed proposal is a face
+AGREE_MAX = 0.12  # weak proposals: max mean YuNet-vs-mesh point distance, share of the box side
+MAX_VERIFIED = 4  # largest proposals checked with the landmarker per frame
+LANDMARKER_ONLY_SCORE = 0.5  # score reported for a face found by the landmarker alone
+GAZE_RANGE = 0.3  # iris offset from the eye centre (share of the eye width) that maps to gaze 1.0
+GAZE_Y_NEUTRAL = 0.06  # a level iris sits this far (eye widths) above the corners' line
+
+# Face mesh indices: eye corners, irises, nose tip, mouth corners, eyelids.
+_EYE_A = (33, 133)  # one eye: outer, inner corner (the eye on the image's left for a frontal face)
+_EYE_B = (362, 263)  # other eye: inner, outer corner
+_IRIS_A, _IRIS_B = 468, 473
+_NOSE, _MOUTH_L, _MOUTH_R = 1, 61, 291
+_LID_A, _LID_B = (159, 145), (386, 374)  # upper, lower lid
+
+
+@dataclass(slots=True)
+class _Mesh:
+    """What the landmarker says about one face, in frame pixels."""
+
+    points: np.ndarray  # 478 x 2, frame pixels
+    yaw: float
+    pitch: float
+    roll: float
+    gaze_x: float
+    gaze_y: float
+    eyes_closed: float
+    mouth_open: float
+
+
+class FaceDetector:
+    def __init__(self, policy: Policy, yunet_path: str | Path, landmarker_path: str | Path) -> None:
+        import mediapipe as mp
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        self.policy = policy
+        self._yunet = cv2.FaceDetectorYN.create(str(yunet_path), "", (320, 320), 0.3, 0.3, 5000)
+        self._size: tuple[int, int] = (320, 320)
+        options = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(landmarker_path)),
+            running_mode=vision.RunningMode.IMAGE,
+            num_faces=2,
+            min_face_detection_confidence=0.5,
+            min_face_presence_confidence=0.5,
+            output_face_blendshapes=True,
+            output_facial_transformation_matrixes=True,
+        )
+        self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        self._mp_image = mp.Image
+        self._mp_format = mp.ImageFormat.SRGB
+
+    def close(self) -> None:
+        """Release the landmarker now (its __del__ fails at interpreter exit)."""
+        lm, self._landmarker = self._landmarker, None
+        if lm is not None:
+            lm.close()
+
+    def __enter__(self) -> FaceDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- per frame ------------------------------------------------------------------------------
+
+    def process(self, frame: VideoFrame) -> FaceObservation:
+        if self._landmarker is None:
+            raise RuntimeError("FaceDetector is closed")
+        img = frame.image
+        h, w = img.shape[:2]
+        det = self.policy.detection
+        proposals = self._propose(img, det.face_min_score, det.face_min_size * min(h, w))
+
+        faces: list[tuple[Face, _Mesh | None]] = []
+        for i, p in enumerate(proposals):
+            box = (int(p[0]), int(p[1]), int(p[2]), int(p[3]))
+            score = float(p[14])
+            if i >= MAX_VERIFIED:
+                if score >= STRONG_SCORE:  # too many to check: trust only strong ones
+                    faces.append((Face(box, round(score, 3)), None))
+                continue
+            mesh = self._mesh_in_crop(img, p)
+            if mesh is None:
+                continue
+            if score < STRONG_SCORE and _disagreement(p, mesh.points) > AGREE_MAX:
+                continue
+            faces.append((Face(box, round(score, 3)), mesh))
+
+        if not proposals:
+            faces.extend(self._landmarker_only(img))
+
+        if not faces:
+            return FaceObservation(t=frame.t, count=0)
+        faces.sort(key=lambda f: f[0].box[2] * f[0].box[3], reverse=True)
+        cand = faces[0][1]
+        obs_faces = tuple(f for f, _ in faces)
+        if cand is None:
+            return FaceObservation(t=frame.t, count=len(faces), faces=obs_faces)
+        away = (
+            abs(cand.yaw) > self.policy.rules["looking_away"].threshold
+            or abs(cand.pitch) > det.pitch_threshold
+            or max(abs(cand.gaze_x), abs(cand.gaze_y)) > det.gaze_threshold
+        )
+        return FaceObservation(
+            t=frame.t,
+            count=len(faces),
+            faces=obs_faces,
+            yaw=round(cand.yaw, 1),
+            pitch=round(cand.pitch, 1),
+            roll=round(cand.roll, 1),
+            gaze_x=round(cand.gaze_x, 3),
+            gaze_y=round(cand.gaze_y, 3),
+            looking_away=bool(away),
+            eyes_closed=round(cand.eyes_closed, 3),
+            mouth_open=round(cand.mouth_open, 3),
+        )
+
+    def _propose(self, img: np.ndarray, min_score: float, min_side: float) -> list[np.ndarray]:
+        h, w = img.shape[:2]
+        if self._size != (w, h):
+            self._yunet.setInputSize((w, h))
+            self._size = (w, h)
+        _, found = self._yunet.detect(img)
+        if found is None:
+            return []
+        keep = [r for r in found if r[14] >= min_score and min(r[2], r[3]) >= min_side]
+        keep.sort(key=lambda r: float(r[2] * r[3]), reverse=True)
+        return keep
+
+    def _detect(self, rgb: np.ndarray):  # -> FaceLandmarkerResult
+        return self._landmarker.detect(self._mp_image(image_format=self._mp_format, data=np.ascontiguousarray(rgb)))
+
+    def _mesh_in_crop(self, img: np.ndarray, proposal: np.ndarray) -> _Mesh | None:
+        x, y, bw, bh = (float(v) for v in proposal[:4])
+        cx, cy = x + bw / 2, y + bh / 2
+        s = CROP_SIDE / (max(bw, bh) * CROP_SCALE)
+        A = np.array([[s, 0, CROP_SIDE / 2 - cx * s], [0, s, CROP_SIDE / 2 - cy * s]], np.float32)
+        crop = cv2.warpAffine(img, A, (CROP_SIDE, CROP_SIDE), flags=cv2.INTER_LINEAR, borderValue=(114, 114, 114))
+        result = self._detect(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB))
+        if not result.face_landmarks:
+            return None
+        # The mesh nearest the crop centre is this proposal's face.
+        best, best_d = 0, math.inf
+        for k, lms in enumerate(result.face_landmarks):
+            d = (lms[_NOSE].x - 0.5) ** 2 + (lms[_NOSE].y - 0.5) ** 2
+            if d < best_d:
+                best, best_d = k, d
+        pts = np.array([(p.x * CROP_SIDE, p.y * CROP_SIDE) for p in result.face_landmarks[best]], np.float32)
+        pts = (pts - [A[0, 2], A[1, 2]]) / s  # back to frame pixels
+        return _mesh(pts, result, best)
+
+    def _landmarker_only(self, img: np.ndarray) -> list[tuple[Face, _Mesh]]:
+        h, w = img.shape[:2]
+        scale = max(1.0, 640.0 / w)
+        view = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR) if scale > 1 else img
+        result = self._detect(cv2.cvtColor(view, cv2.COLOR_BGR2RGB))
+        out: list[tuple[Face, _Mesh]] = []
+        min_side = self.policy.detection.face_min_size * min(h, w)
+        for k, lms in enumerate(result.face_landmarks):
+            pts = np.array([(p.x * w, p.y * h) for p in lms], np.float32)
+            x0, y0 = pts.min(axis=0)
+            x1, y1 = pts.max(axis=0)
+            if min(x1 - x0, y1 - y0) < min_side:
+                continue
+            box = (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+            out.append((Face(box, LANDMARKER_ONLY_SCORE), _mesh(pts, result, k)))
+        return out
+
+
+def _mesh(pts: np.ndarray, result, k: int) -> _Mesh:  # result: FaceLandmarkerResult
+    yaw, pitch = _yaw_pitch(np.asarray(result.facial_transformation_matrixes[k], np.float64))
+    bs = {c.category_name: c.score for c in result.face_blendshapes[k]}
+    gx, gy = _gaze(pts)
+    ia, ib = pts[_IRIS_A], pts[_IRIS_B]
+    left, right = (ia, ib) if ia[0] <= ib[0] else (ib, ia)
+    roll = math.degrees(math.atan2(-(right[1] - left[1]), right[0] - left[0]))
+    return _Mesh(
+        points=pts, yaw=yaw, pitch=pitch, roll=roll, gaze_x=gx, gaze_y=gy,
+        eyes_closed=(bs.get("eyeBlinkLeft", 0.0) + bs.get("eyeBlinkRight", 0.0)) / 2,
+        mouth_open=bs.get("jawOpen", 0.0),
+    )
+
+
+def _yaw_pitch(matrix: np.ndarray) -> tuple[float, float]:
+    """Yaw, pitch in degrees from MediaPipe's facial transformation matrix.
+
+    The matrix maps the canonical face (x right, y up, z towards the viewer) into camera space.
+    Raw angles: yaw_raw > 0 when the face points towards the image's right, pitch_raw > 0 when it
+    tilts down. Both are negated to the project's convention (yaw > 0 = image's left, pitch > 0 = up).
+    """
+    R = matrix[:3, :3]
+    R = R / max(np.linalg.norm(R[:, 0]), 1e-9)
+    yaw_raw = math.degrees(math.asin(float(np.clip(-R[2, 0], -1.0, 1.0))))
+    pitch_raw = math.degrees(math.atan2(R[2, 1], R[2, 2]))
+    return -yaw_raw, -pitch_raw
+
+
+def _gaze(pts: np.ndarray) -> tuple[float, float]:
+    """Iris offset from the eye centre, in eye widths, averaged over both eyes, scaled to ~[-1, 1]."""
+    offs = []
+    for (c0, c1), iris in ((_EYE_A, _IRIS_A), (_EYE_B, _IRIS_B)):
+        a, b = pts[c0], pts[c1]
+        if a[0] > b[0]:
+            a, b = b, a  # a: the corner on the image's left
+        v = b - a
+        width = float(np.hypot(*v))
+        if width < 1e-6:
+            continue
+        u = v / width  # along the eye, towards the image's right
+        n = np.array([u[1], -u[0]])  # perpendicular, pointing up in the image
+        centre = (a + b) / 2
+        d = pts[iris] - centre
+        offs.append((-float(d @ u) / width, float(d @ n) / width - GAZE_Y_NEUTRAL))
+    if not offs:
+        return 0.0, 0.0
+    ox = sum(o[0] for o in offs) / len(offs)
+    oy = sum(o[1] for o in offs) / len(offs)
+    return float(np.clip(ox / GAZE_RANGE, -1, 1)), float(np.clip(oy / GAZE_RANGE, -1, 1))
+
+
+def _disagreement(proposal: np.ndarray, pts: np.ndarray) -> float:
+    """Mean distance between YuNet's 5 points and the same points of the mesh, per box side."""
+    yp = proposal[4:14].reshape(5, 2)
+    mp_pts = np.stack([pts[_IRIS_A], pts[_IRIS_B], pts[_NOSE], pts[_MOUTH_L], pts[_MOUTH_R]])
+    d: list[float] = []
+    for i, j in ((0, 1), (3, 4)):  # pairs matched whichever way round
+        same = np.linalg.norm(yp[i] - mp_pts[i]) + np.linalg.norm(yp[j] - mp_pts[j])
+        swap = np.linalg.norm(yp[i] - mp_pts[j]) + np.linalg.norm(yp[j] - mp_pts[i])
+        d.append(float(min(same, swap)) / 2)
+    d.append(float(np.linalg.norm(yp[2] - mp_pts[2])))
+    return float(np.mean(d)) / max(float(proposal[2]), float(proposal[3]), 1.0)

@@ -1,0 +1,123 @@
+"""Frames and audio in, event changes out: detectors, then rules, then evidence.
+
+`Analyzer` is synchronous and owns its detectors; the live bot runs it in a
+worker thread (one thread per call, so a model is never used by two threads at
+once), `proctor analyze` runs it beside the decoder. The same code path serves
+both, so what the offline tests prove holds live.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bot.analysis.detectors import ModelPaths
+from bot.analysis.detectors.audio import VoiceActivity
+from bot.analysis.detectors.camera import CameraHealth
+from bot.analysis.detectors.faces import FaceDetector
+from bot.analysis.detectors.objects import ObjectDetector
+from bot.analysis.evidence import encode_jpeg
+from bot.analysis.frames import AudioChunk, VideoFrame
+from bot.analysis.observations import Observation
+from bot.analysis.policy import Policy
+from bot.analysis.rules import EventChange, RuleEngine
+from bot.analysis.sampler import SampledFrame
+
+
+@dataclass
+class Detectors:
+    faces: FaceDetector
+    objects: ObjectDetector
+    camera: CameraHealth
+    voice: VoiceActivity
+
+    @classmethod
+    def load(cls, policy: Policy, models: ModelPaths) -> Detectors:
+        """Load every model once."""
+        return cls(
+            faces=FaceDetector(policy, models.yunet, models.face_landmarker),
+            objects=ObjectDetector(policy, models.yolo),
+            camera=CameraHealth(policy),
+            voice=VoiceActivity(policy),
+        )
+
+    def close(self) -> None:
+        self.faces.close()
+        self.objects.close()
+
+
+@dataclass
+class Timings:
+    """Milliseconds spent per detector, for the benchmarks."""
+
+    ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, name: str, started: float) -> None:
+        self.ms[name].append((time.perf_counter() - started) * 1000.0)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for name, values in self.ms.items():
+            a = np.asarray(values)
+            out[name] = {"n": int(a.size), "mean": float(a.mean()), "p50": float(np.percentile(a, 50)),
+                         "p95": float(np.percentile(a, 95))}
+        return out
+
+
+class Analyzer:
+    """Runs the due detectors on each sample and the rules on what they saw."""
+
+    def __init__(self, policy: Policy, detectors: Detectors, *, interview_id: str | None = None):
+        self.policy = policy
+        self.detectors = detectors
+        self.rules = RuleEngine(policy, interview_id=interview_id)
+        self.timings = Timings()
+        self._last_frame: VideoFrame | None = None
+        self.samples = 0
+        self.last_t = 0.0
+
+    def frame(self, sample: SampledFrame | VideoFrame, due: frozenset[str] | None = None) -> list[EventChange]:
+        if isinstance(sample, SampledFrame):
+            frame, due = sample.frame, sample.due
+        else:
+            frame = sample
+        due = due if due is not None else frozenset({"faces", "objects", "camera"})
+        self._last_frame = frame
+        self.samples += 1
+        d = self.detectors
+        observations: list[Observation] = []
+        for name, detector in (("faces", d.faces), ("objects", d.objects), ("camera", d.camera)):
+            if name in due:
+                started = time.perf_counter()
+                observations.append(detector.process(frame))
+                self.timings.add(name, started)
+        return self.observe(*observations)
+
+    def audio(self, chunk: AudioChunk) -> list[EventChange]:
+        started = time.perf_counter()
+        obs = self.detectors.voice.process(chunk)
+        self.timings.add("voice", started)
+        return self.observe(obs)
+
+    def observe(self, *observations: Observation) -> list[EventChange]:
+        """Feed observations (from detectors, the page or the track readers) to the rules."""
+        changes: list[EventChange] = []
+        for obs in observations:
+            self.last_t = max(self.last_t, obs.t)
+            changes.extend(self.rules.feed(obs))
+        self._attach_evidence(changes)
+        return changes
+
+    def finish(self, t: float | None = None) -> list[EventChange]:
+        """Close every open event (end of media or of the call)."""
+        changes = self.rules.finish(self.last_t if t is None else t)
+        self._attach_evidence(changes)
+        return changes
+
+    def _attach_evidence(self, changes: list[EventChange]) -> None:
+        """The frame that made a rule fire is the event's evidence; later changes keep it."""
+        for change in changes:
+            if change.kind == "opened" and change.event.snapshot is None and self._last_frame is not None:
+                change.event.snapshot = encode_jpeg(self._last_frame.image)

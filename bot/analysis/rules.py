@@ -1,0 +1,537 @@
+"""Rules: turn streams of observations into events.
+
+`RuleEngine.feed(observation)` takes the observations of every detector, interleaved in time order, and returns
+what changed: an event ``opened`` (its rule fired), ``updated`` (its detail or confidence changed materially) or
+``closed``. `finish(t)` closes whatever is still open. The engine is pure: it reads only the observations'
+timestamps (never the wall clock) and does no I/O, so a replay gives the same events, with the same ids.
+
+How a condition becomes an event (every rule, with its `Rule` from the policy):
+
+- A *run* starts at the first positive sample; the event's ``start`` is that sample's time.
+- The run fires (``opened``) at a positive sample once it has lasted ``dwell`` seconds, at least ``min_samples``
+  positive samples fall within the last ``window`` seconds, and at least ``min_share`` of the run's samples were
+  positive. So a single noisy sample never makes an event.
+- A negative sample ends the run only once the condition has been absent for ``gap`` seconds (hysteresis); the
+  event's ``end`` is then the time of the last positive sample. Shorter absences do not split an event.
+- Missing data (no samples at all) neither starts nor ends anything.
+- ``confidence`` = share of positive samples in the run x mean strength of its positive samples (a detector
+  score where there is one, else 1).
+
+Rule by rule:
+
+- face_missing: ``count == 0``.
+- multiple_faces: ``count >= 2``; strength: the second face's score; detail: max ``count``.
+- looking_away / eyes_closed: the detector's ``looking_away`` flag / ``eyes_closed > threshold``. With no face in
+  the frame they are false (face_missing covers that), so an event does not outlive the face.
+- suspicious_object: one run per label in ``rule.labels`` (``"person"`` excepted: extra_person owns it);
+  positive when the label's best detection has ``confidence >= threshold``; detail: label, best confidence.
+- extra_person: two or more ``"person"`` detections at ``confidence >= threshold``; reported as a
+  ``suspicious_object`` event with detail label ``"person"`` and the max count.
+- background_voice: an audio chunk with speech (and ``speech_ratio >= threshold`` when the detector reports a
+  ratio) is judged against the face samples over the chunk's span (plus one face-sample period either side):
+
+  * the candidate's mouth moves (range of ``mouth_open`` >= ``detection.mouth_moving``; with a single sample,
+    its level) -> the candidate is talking: negative;
+  * the mouth is still -> positive;
+  * face samples exist but none shows a face -> positive with lower confidence (x ``NO_FACE_FACTOR``): someone
+    speaks and no one is on camera, which the reviewer should see, but it may be the candidate off-screen;
+  * no face samples at all (audio-only analysis) or a face without mouth data -> not judged.
+
+  A chunk is judged once the engine's clock has passed its end plus that margin, so the face samples over it
+  have arrived. A chunk spans ``[t, t + duration]``, so dwell counts seconds of speech.
+- camera_blocked: ``blocked``; camera_frozen: ``frozen_for > threshold`` while not blocked, ``start = t -
+  frozen_for``.
+- tab_hidden / window_blur: edges from the page; opens once ``active`` has lasted ``dwell``, closes when inactive.
+- media_lost: per track kind, ``silent_for > threshold``, ``start = t - silent_for``.
+
+A rule with ``enabled: false`` (or missing from the policy) is not evaluated.
+"""
+from __future__ import annotations
+
+import math
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from bot.analysis.events import (
+    BACKGROUND_VOICE,
+    CAMERA_BLOCKED,
+    CAMERA_FROZEN,
+    EYES_CLOSED,
+    FACE_MISSING,
+    LOOKING_AWAY,
+    MEDIA_LOST,
+    MULTIPLE_FACES,
+    SUSPICIOUS_OBJECT,
+    TAB_HIDDEN,
+    WINDOW_BLUR,
+    Event,
+)
+from bot.analysis.observations import (
+    AudioObservation,
+    CameraObservation,
+    FaceObservation,
+    ObjectObservation,
+    Observation,
+    PageObservation,
+    TrackObservation,
+)
+from bot.analysis.policy import Policy, Rule
+
+ChangeKind = Literal["opened", "updated", "closed"]
+
+EPS = 1e-6
+NO_FACE_FACTOR = 0.6  # background voice with no face on camera: lower confidence
+CONFIDENCE_STEP = 0.1  # a confidence change this large is worth an "updated"
+_ID_NAMESPACE = uuid.UUID("6f1c4a52-8d0e-4c1e-9a57-2f0b7c1d9e31")
+
+Detail = dict[str, Any]
+Merge = Callable[[Detail, Detail], Detail]
+
+
+@dataclass(frozen=True, slots=True)
+class EventChange:
+    kind: ChangeKind
+    event: Event  # a copy: later changes do not alter it
+    t: float  # time of the observation that caused the change (when the rule fired, for latency and replay)
+
+
+def event_id(interview_id: str | None, event_type: str, key: str, start: float) -> str:
+    """Deterministic id, so a replay (or a restarted bot) upserts the same event instead of adding one."""
+    return uuid.uuid5(_ID_NAMESPACE, f"{interview_id or ''}|{event_type}|{key}|{start:.3f}").hex
+
+
+# ---- detail merging -------------------------------------------------------------------------------------------
+
+def _keep_first(old: Detail, new: Detail) -> Detail:
+    return {**new, **old}
+
+
+def _merge_extremes(max_keys: tuple[str, ...] = (), min_keys: tuple[str, ...] = ()) -> Merge:
+    """Keep the largest value of ``max_keys``, the smallest of ``min_keys``, the first value of anything else."""
+
+    def merge(old: Detail, new: Detail) -> Detail:
+        out = {**new, **old}
+        for k in max_keys:
+            vals = [v for v in (old.get(k), new.get(k)) if v is not None]
+            if vals:
+                out[k] = max(vals)
+        for k in min_keys:
+            vals = [v for v in (old.get(k), new.get(k)) if v is not None]
+            if vals:
+                out[k] = min(vals)
+        return out
+
+    return merge
+
+
+def _material(old: Detail, new: Detail) -> bool:
+    """True when ``new`` differs from ``old`` enough to tell the interviewer again."""
+    if old.keys() != new.keys():
+        return True
+    for k, a in old.items():
+        b = new[k]
+        if isinstance(a, float) or isinstance(b, float):
+            if a is None or b is None:
+                return True
+            if abs(float(b) - float(a)) >= max(0.1, 0.2 * abs(float(a))):
+                return True
+        elif a != b:
+            return True
+    return False
+
+
+def _r(x: float | None, nd: int = 2) -> float | None:
+    return None if x is None else round(float(x), nd)
+
+
+# ---- one condition over time ---------------------------------------------------------------------------------
+
+class _Run:
+    """One rule for one key (e.g. suspicious_object for "cell phone"): idle -> pending run -> open event."""
+
+    def __init__(self, rule: Rule, event_type: str, key: str, interview_id: str | None, merge: Merge) -> None:
+        self.rule = rule
+        self.event_type = event_type
+        self.key = key
+        self.interview_id = interview_id
+        self.merge = merge
+        self._reset()
+
+    def _reset(self) -> None:
+        self.start: float | None = None
+        self.last_pos = 0.0  # end time of the last positive sample
+        self.recent: deque[float] = deque()  # times of positive samples within the window
+        self.n_pos = 0
+        self.n_seen = 0  # samples from the start up to the last positive one
+        self.n_tail = 0  # negative samples since the last positive one
+        self.strength_sum = 0.0
+        self.detail: Detail = {}
+        self.event: Event | None = None
+        self.sent_confidence = 0.0
+        self.sent_detail: Detail = {}
+
+    @property
+    def active(self) -> bool:
+        return self.start is not None
+
+    def confidence(self) -> float:
+        if self.n_pos == 0:
+            return 0.0
+        share = self.n_pos / max(1, self.n_seen)
+        strength = self.strength_sum / self.n_pos
+        return round(min(1.0, max(0.0, share * strength)), 3)
+
+    def positive(self, t0: float, t1: float, *, cause: float, strength: float = 1.0,
+                 detail: Detail | None = None, start: float | None = None) -> list[EventChange]:
+        r = self.rule
+        if self.start is None:
+            self.start = t0 if start is None else min(start, t0)
+        self.last_pos = max(self.last_pos, t1)
+        self.recent.append(t1)
+        while self.recent and self.recent[0] < t1 - r.window - EPS:
+            self.recent.popleft()
+        self.n_pos += 1
+        self.n_seen += self.n_tail + 1
+        self.n_tail = 0
+        self.strength_sum += min(1.0, max(0.0, strength))
+        self.detail = self.merge(self.detail, detail or {})
+
+        if self.event is None:
+            share = self.n_pos / self.n_seen
+            if (self.last_pos - self.start >= r.dwell - EPS and len(self.recent) >= r.min_samples
+                    and share >= r.min_share - EPS):
+                return [self._open(cause)]
+            return []
+        conf = self.confidence()
+        if abs(conf - self.sent_confidence) >= CONFIDENCE_STEP - EPS or _material(self.sent_detail, self.detail):
+            self.event.confidence = conf
+            self.event.detail = dict(self.detail)
+            self._sent()
+            return [EventChange("updated", _copy(self.event), cause)]
+        return []
+
+    def negative(self, t1: float, *, cause: float) -> list[EventChange]:
+        if self.start is None:
+            return []
+        self.n_tail += 1
+        if t1 - self.last_pos >= self.rule.gap - EPS:
+            return self.close(self.last_pos, cause=cause)
+        return []
+
+    def close(self, end: float, *, cause: float) -> list[EventChange]:
+        out: list[EventChange] = []
+        if self.event is not None:
+            self.event.end = max(self.event.start, end)
+            self.event.confidence = self.confidence()
+            self.event.detail = dict(self.detail)
+            out.append(EventChange("closed", _copy(self.event), cause))
+        self._reset()
+        return out
+
+    def finish(self, t: float) -> list[EventChange]:
+        """Close at ``t`` if the condition held at the last sample, else at its last positive sample."""
+        end = max(t, self.last_pos) if self.n_tail == 0 else self.last_pos
+        return self.close(end, cause=t)
+
+    def _open(self, cause: float) -> EventChange:
+        assert self.start is not None
+        self.event = Event(
+            type=self.event_type,
+            start=round(self.start, 3),
+            end=None,
+            confidence=self.confidence(),
+            detail=dict(self.detail),
+            id=event_id(self.interview_id, self.event_type, self.key, self.start),
+            interview_id=self.interview_id,
+        )
+        self._sent()
+        return EventChange("opened", _copy(self.event), cause)
+
+    def _sent(self) -> None:
+        assert self.event is not None
+        self.sent_confidence = self.event.confidence
+        self.sent_detail = dict(self.event.detail)
+
+
+class _PageState:
+    """tab_hidden / window_blur: edges reported by the candidate's page."""
+
+    def __init__(self, rule: Rule, event_type: str, interview_id: str | None) -> None:
+        self.rule = rule
+        self.event_type = event_type
+        self.interview_id = interview_id
+        self.since: float | None = None
+        self.event: Event | None = None
+
+    def tick(self, now: float) -> list[EventChange]:
+        if self.since is not None and self.event is None and now - self.since >= self.rule.dwell - EPS:
+            self.event = Event(type=self.event_type, start=round(self.since, 3), end=None, confidence=1.0,
+                               id=event_id(self.interview_id, self.event_type, "", self.since),
+                               interview_id=self.interview_id)
+            return [EventChange("opened", _copy(self.event), now)]
+        return []
+
+    def observe(self, t: float, active: bool) -> list[EventChange]:
+        if active:
+            if self.since is None:
+                self.since = t
+            return self.tick(t)
+        if self.since is None:
+            return []
+        out = self.tick(t)  # long enough but nothing ticked in between: open, then close
+        return out + self.close(t, cause=t)
+
+    def close(self, end: float, *, cause: float) -> list[EventChange]:
+        out: list[EventChange] = []
+        if self.event is not None:
+            self.event.end = max(self.event.start, end)
+            out.append(EventChange("closed", _copy(self.event), cause))
+        self.since = None
+        self.event = None
+        return out
+
+
+def _copy(e: Event) -> Event:
+    return replace(e, detail=dict(e.detail))
+
+
+# ---- the engine ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _FaceSample:
+    t: float
+    count: int
+    mouth_open: float | None
+
+
+class RuleEngine:
+    """Observations in, event changes out. One engine per interview (or analysed file)."""
+
+    def __init__(self, policy: Policy, *, interview_id: str | None = None) -> None:
+        self.policy = policy
+        self.interview_id = interview_id
+        self.clock = -math.inf  # latest observation time seen
+        self._runs: dict[tuple[str, str], _Run] = {}
+        self._pages: dict[str, _PageState] = {}
+        self._faces: deque[_FaceSample] = deque()
+        self._audio: deque[AudioObservation] = deque()  # chunks waiting for the face samples over them
+        fps = max(policy.sampling.face_fps, 0.1)
+        self._margin = max(0.25, 1.0 / fps)
+
+    # -- public --
+
+    def feed(self, obs: Observation) -> list[EventChange]:
+        self.clock = max(self.clock, obs.t)
+        out: list[EventChange] = []
+        for page in self._pages.values():
+            out += page.tick(self.clock)
+        if isinstance(obs, FaceObservation):
+            out += self._face(obs)
+        elif isinstance(obs, ObjectObservation):
+            out += self._objects(obs)
+        elif isinstance(obs, CameraObservation):
+            out += self._camera(obs)
+        elif isinstance(obs, AudioObservation):
+            self._audio.append(obs)
+        elif isinstance(obs, PageObservation):
+            out += self._page(obs)
+        elif isinstance(obs, TrackObservation):
+            out += self._track(obs)
+        else:
+            raise TypeError(f"not an observation: {type(obs).__name__}")
+        while self._audio and self._audio[0].t + self._audio[0].duration + self._margin <= self.clock + EPS:
+            out += self._voice(self._audio.popleft())
+        return out
+
+    def finish(self, t: float) -> list[EventChange]:
+        """End of the media or call at ``t``: judge pending audio, close every open event."""
+        self.clock = max(self.clock, t)
+        out: list[EventChange] = []
+        while self._audio:
+            out += self._voice(self._audio.popleft())
+        for page in self._pages.values():
+            out += page.tick(t)
+            out += page.close(t, cause=t)
+        for run in self._runs.values():
+            if run.active:
+                out += run.finish(t)
+        self._faces.clear()
+        return out
+
+    def open_events(self) -> list[Event]:
+        """Copies of the events open right now."""
+        events = [r.event for r in self._runs.values() if r.event is not None]
+        events += [p.event for p in self._pages.values() if p.event is not None]
+        return [_copy(e) for e in events]
+
+    # -- helpers --
+
+    def _rule(self, name: str) -> Rule | None:
+        rule = self.policy.rules.get(name)
+        return rule if rule is not None and rule.enabled else None
+
+    def _run(self, rule_name: str, event_type: str, key: str = "", merge: Merge = _keep_first) -> _Run | None:
+        rule = self._rule(rule_name)
+        if rule is None:
+            return None
+        run = self._runs.get((rule_name, key))
+        if run is None:
+            run = self._runs[(rule_name, key)] = _Run(rule, event_type, key, self.interview_id, merge)
+        return run
+
+    def _sample(self, run: _Run | None, t0: float, t1: float, positive: bool | None, *, cause: float,
+                strength: float = 1.0, detail: Detail | None = None,
+                start: float | None = None) -> list[EventChange]:
+        if run is None or positive is None:
+            return []
+        if positive:
+            return run.positive(t0, t1, cause=cause, strength=strength, detail=detail, start=start)
+        return run.negative(t1, cause=cause)
+
+    # -- faces --
+
+    def _face(self, o: FaceObservation) -> list[EventChange]:
+        self._faces.append(_FaceSample(o.t, o.count, o.mouth_open))
+        keep = max(10.0, 4 * self._margin)
+        while self._faces and self._faces[0].t < o.t - keep:
+            self._faces.popleft()
+
+        t = o.t
+        out = self._sample(self._run("face_missing", FACE_MISSING), t, t, o.count == 0, cause=t)
+
+        scores = sorted((f.score for f in o.faces), reverse=True)
+        out += self._sample(
+            self._run("multiple_faces", MULTIPLE_FACES, merge=_merge_extremes(max_keys=("count",))),
+            t, t, o.count >= 2, cause=t,
+            strength=scores[1] if len(scores) >= 2 else 1.0, detail={"count": o.count})
+
+        away: bool = o.count >= 1 and o.looking_away
+        out += self._sample(
+            self._run("looking_away", LOOKING_AWAY, merge=self._merge_pose), t, t, away, cause=t,
+            detail={"yaw": _r(o.yaw, 1), "pitch": _r(o.pitch, 1), "gaze_x": _r(o.gaze_x), "gaze_y": _r(o.gaze_y)})
+
+        rule = self._rule("eyes_closed")
+        closed: bool | None = False
+        if o.count >= 1:
+            closed = None if o.eyes_closed is None or rule is None else o.eyes_closed > rule.threshold
+        out += self._sample(
+            self._run("eyes_closed", EYES_CLOSED, merge=_merge_extremes(max_keys=("eyes_closed",))),
+            t, t, closed, cause=t, strength=o.eyes_closed or 0.0, detail={"eyes_closed": _r(o.eyes_closed)})
+        return out
+
+    def _pose_extremity(self, d: Detail) -> float:
+        rule = self._rule("looking_away")
+        yaw_thr = rule.threshold if rule is not None and rule.threshold > 0 else 30.0
+        det = self.policy.detection
+        parts = [0.0]
+        if d.get("yaw") is not None:
+            parts.append(abs(d["yaw"]) / yaw_thr)
+        if d.get("pitch") is not None and det.pitch_threshold > 0:
+            parts.append(abs(d["pitch"]) / det.pitch_threshold)
+        for k in ("gaze_x", "gaze_y"):
+            if d.get(k) is not None and det.gaze_threshold > 0:
+                parts.append(abs(d[k]) / det.gaze_threshold)
+        return max(parts)
+
+    def _merge_pose(self, old: Detail, new: Detail) -> Detail:
+        """Keep the most extreme pose of the run (the one furthest beyond its threshold)."""
+        if not old or self._pose_extremity(new) > self._pose_extremity(old):
+            return dict(new)
+        return old
+
+    # -- objects --
+
+    def _objects(self, o: ObjectObservation) -> list[EventChange]:
+        t = o.t
+        out: list[EventChange] = []
+        rule = self._rule("suspicious_object")
+        if rule is not None:
+            labels = dict.fromkeys(name.strip().lower() for name in rule.labels)
+            labels.pop("person", None)
+            for label in labels:
+                best = max((d.confidence for d in o.detections if d.label.strip().lower() == label), default=0.0)
+                out += self._sample(
+                    self._run("suspicious_object", SUSPICIOUS_OBJECT, label,
+                              merge=_merge_extremes(max_keys=("confidence",))),
+                    t, t, best >= rule.threshold, cause=t, strength=best,
+                    detail={"label": label, "confidence": _r(best, 3)})
+
+        rule = self._rule("extra_person")
+        if rule is not None:
+            people = sorted((d.confidence for d in o.detections
+                             if d.label.strip().lower() == "person" and d.confidence >= rule.threshold),
+                            reverse=True)
+            second = people[1] if len(people) >= 2 else 0.0
+            out += self._sample(
+                self._run("extra_person", SUSPICIOUS_OBJECT, "person",
+                          merge=_merge_extremes(max_keys=("count", "confidence"))),
+                t, t, len(people) >= 2, cause=t, strength=second,
+                detail={"label": "person", "count": len(people), "confidence": _r(second, 3)})
+        return out
+
+    # -- camera, tracks, page --
+
+    def _camera(self, o: CameraObservation) -> list[EventChange]:
+        t = o.t
+        out = self._sample(
+            self._run("camera_blocked", CAMERA_BLOCKED, merge=_merge_extremes(min_keys=("brightness",))),
+            t, t, o.blocked, cause=t, detail={"brightness": _r(o.brightness, 1)})
+        rule = self._rule("camera_frozen")
+        if rule is not None:
+            frozen = o.frozen_for > rule.threshold and not o.blocked
+            out += self._sample(self._run("camera_frozen", CAMERA_FROZEN), t, t, frozen, cause=t,
+                                start=t - o.frozen_for if frozen else None,
+                                detail={"frozen_for": _r(o.frozen_for, 1)})
+        return out
+
+    def _track(self, o: TrackObservation) -> list[EventChange]:
+        rule = self._rule("media_lost")
+        if rule is None:
+            return []
+        lost = o.silent_for > rule.threshold
+        return self._sample(self._run("media_lost", MEDIA_LOST, o.kind), o.t, o.t, lost, cause=o.t,
+                            start=o.t - o.silent_for if lost else None, detail={"kind": o.kind})
+
+    def _page(self, o: PageObservation) -> list[EventChange]:
+        event_type = {"tab_hidden": TAB_HIDDEN, "window_blur": WINDOW_BLUR}.get(o.kind)
+        rule = self._rule(o.kind)
+        if event_type is None or rule is None:
+            return []
+        page = self._pages.get(o.kind)
+        if page is None:
+            page = self._pages[o.kind] = _PageState(rule, event_type, self.interview_id)
+        return page.observe(o.t, o.active)
+
+    # -- voice --
+
+    def _voice(self, a: AudioObservation) -> list[EventChange]:
+        rule = self._rule("background_voice")
+        run = self._run("background_voice", BACKGROUND_VOICE,
+                        merge=_merge_extremes(max_keys=("level_db", "mouth_movement", "face_visible")))
+        if rule is None or run is None:
+            return []
+        t0, t1 = a.t, a.t + a.duration
+        ratio = a.speech_ratio if a.speech_ratio > 0 else 1.0  # a detector without a ratio is trusted on `speech`
+        if not a.speech or ratio < rule.threshold:
+            return run.negative(t1, cause=a.t)
+
+        faces = [f for f in self._faces if t0 - self._margin - EPS <= f.t <= t1 + self._margin + EPS]
+        if not faces:
+            return []  # no face data over this chunk: cannot tell who speaks
+        mouths = [f.mouth_open for f in faces if f.count >= 1 and f.mouth_open is not None]
+        visible = any(f.count >= 1 for f in faces)
+        strength = min(1.0, 0.5 + 0.5 * ratio)
+        detail: Detail = {"level_db": _r(a.level_db, 1), "face_visible": visible}
+        if mouths:
+            movement = max(mouths) - min(mouths) if len(mouths) >= 2 else mouths[0]
+            if movement >= self.policy.detection.mouth_moving:
+                return run.negative(t1, cause=a.t)  # the candidate is talking
+            detail["mouth_movement"] = _r(movement, 3)
+        elif visible:
+            return []  # a face, but no mouth data: cannot tell
+        else:
+            strength *= NO_FACE_FACTOR
+        return run.positive(t0, t1, cause=a.t, strength=strength, detail=detail)

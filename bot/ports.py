@@ -1,0 +1,73 @@
+"""The ports: what the layers need from each other, and the errors that cross between them.
+
+The server (`signaling`), the live bot (`bot.live`), the reports (`bot.report`) and the edges (`adapters`)
+never import each other; each depends on these interfaces, and `bot.app` plugs the real objects in.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from bot.analysis.events import Event
+
+
+class Capacity(Exception):
+    """No bot can take the call now (every worker is full); the API answers 503 with this message."""
+
+
+class UnknownInterview(LookupError):
+    """The interview does not exist (or was deleted meanwhile); the API answers 404."""
+
+
+class StoreUnavailable(RuntimeError):
+    """The database cannot be reached; the API answers 503."""
+
+
+class Store(Protocol):
+    """Interviews, events, snapshots and the audit log (`adapters.store.Store`)."""
+
+    async def create_interview(self, *, candidate_name: str, interviewer_email: str,
+                               policy: dict[str, Any] | None) -> dict[str, Any]: ...
+    async def get_interview(self, interview_id: str) -> dict[str, Any] | None: ...
+    async def update_interview(self, interview_id: str, **fields: Any) -> None: ...
+    async def save_event(self, event: Event) -> None: ...
+    async def list_events(self, interview_id: str, *, snapshots: bool = False) -> list[Event]: ...
+    async def get_snapshot(self, interview_id: str, event_id: str) -> bytes | None: ...
+    async def review_event(self, interview_id: str, event_id: str, *, state: str, by: str,
+                           note: str = "") -> Event | None: ...
+    async def audit_log(self, interview_id: str) -> list[dict[str, Any]]: ...
+    async def delete_interview(self, interview_id: str) -> bool: ...
+    async def close(self) -> None: ...
+
+
+Attachment = tuple[str, bytes, str]  # (file name, content, MIME type)
+
+
+class Delivery(Protocol):
+    def describe(self) -> str: ...
+
+
+class Mailer(Protocol):
+    """Sends the report (`adapters.mail.Mailer`: SMTP, or an ``.eml`` in the outbox)."""
+
+    async def send_report(self, to: str | Sequence[str], subject: str, body_text: str,
+                          attachments: Sequence[Attachment] = ()) -> Delivery: ...
+
+
+class Bots(Protocol):
+    """Brings the bot into calls and out of them (`bot.live.registry.CallRegistry`)."""
+
+    async def invite(self, interview: dict[str, Any], bot_token: str, server_url: str) -> None:
+        """Start the bot for the interview (idempotent while it runs); `Capacity` when full."""
+    async def end(self, interview_id: str) -> None: ...
+    def is_present(self, interview_id: str) -> bool: ...
+    async def close(self) -> None: ...
+
+
+class Reports(Protocol):
+    """Reports of stored interviews (`bot.report.service.Reports`); `UnknownInterview` if there is none."""
+
+    async def pdf(self, interview_id: str) -> bytes: ...
+    async def csv(self, interview_id: str) -> str: ...
+    async def json(self, interview_id: str) -> dict[str, Any]: ...
+    async def finish(self, interview_id: str) -> dict[str, Any]: ...

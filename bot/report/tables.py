@@ -1,0 +1,32 @@
+"""The report as CSV (one row per event) and as JSON (interview, events, score, audit)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from bot.common import jsonable
+from bot.report.data import ReportData
+
+CSV_COLUMNS = ("id", "type", "start", "end", "duration", "confidence", "review", "detail")
+
+
+def build_csv(data: ReportData) -> str:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for e in data.events:
+        w.writerow([e.id, e.type, f"{e.start:.3f}", "" if e.end is None else f"{e.end:.3f}", f"{e.duration:.3f}",
+                    f"{e.confidence:.3f}", e.review or "", json.dumps(jsonable(e.detail), ensure_ascii=False)])
+    return out.getvalue()
+
+
+def build_json(data: ReportData) -> dict[str, Any]:
+    assert data.score is not None
+    return {
+        "interview": jsonable(data.interview),
+        "events": [jsonable(e.to_dict()) for e in data.events],
+        "score": data.score.to_dict(),
+        "audit": [jsonable(a) for a in data.audit],
+    }
