@@ -46,12 +46,11 @@ class RedisServer:
         if self.running:
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        log = open(self.root / "redis.log", "ab")
-        self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.root)],
-            stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        with open(self.root / "redis.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", str(self.root)],
+                stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -7,10 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -21,6 +21,7 @@ from tests.fleet_jobs import read_log
 from tests.redis_server import RedisServer, redis_server  # noqa: F401  (fixture)
 from tests.test_fleet_supervisor import alive, starts, until
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "tests.fleet_jobs:run"
 FAST = FleetSettings(call_timeout=3, max_calls=4, worker_timeout=2, stop_timeout=3, heartbeat_interval=0.2,
@@ -75,16 +76,23 @@ async def test_claim_heartbeat_end_ack(dispatch: RedisDispatch, redis_server: Re
         assert await dispatch.wait_claimed("iv1", 3) == "w1"
         assert await dispatch.worker_of("iv1") == "w1"
         await until(lambda: starts(log), what="the call's start")
-        workers = await dispatch.workers()
-        assert workers["w1"]["jobs"] == ["iv1"] and {"cpu", "calls", "rss_mb"} <= set(workers["w1"])
+        beat = await eventually(lambda: dispatch.workers(), lambda w: w["w1"]["jobs"] == ["iv1"])
+        assert {"cpu", "calls", "rss_mb"} <= set(beat["w1"])
         assert await dispatch.request_end("iv1") == "requested"
         await until(lambda: read_log(log)[-1]["event"] == "stopped", timeout=3, what="the call to stop")
-        for _ in range(40):  # acked: no entry left, no job state
-            if await dispatch.redis.xlen(dispatch.stream) == 0 and not await dispatch.worker_of("iv1"):
-                break
-            await asyncio.sleep(0.1)
+        await eventually(lambda: dispatch.redis.exists(dispatch.job_key("iv1")), lambda n: n == 0)  # acked
         assert await dispatch.redis.xlen(dispatch.stream) == 0
-        assert await dispatch.redis.exists(dispatch.job_key("iv1")) == 0
+
+
+async def eventually(read: Callable[[], Awaitable[T]], ok: Callable[[T], bool], timeout: float = 3.0) -> T:
+    """Poll ``read()`` until ``ok`` holds for its value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await read()
+        if ok(value) or asyncio.get_running_loop().time() > deadline:
+            assert ok(value), value
+            return value
+        await asyncio.sleep(0.05)
 
 
 async def test_unclaimed_job_is_cancelled_and_never_started(dispatch: RedisDispatch, redis_server: RedisServer,  # noqa: F811
@@ -94,12 +102,30 @@ async def test_unclaimed_job_is_cancelled_and_never_started(dispatch: RedisDispa
     assert await dispatch.wait_claimed("late", 0.4) is None  # nobody claimed it: cancelled
     await dispatch.submit(Job("orphaned", {"log": str(log)}), claim_timeout=0.3)  # its server never waits
     await asyncio.sleep(0.5)
-    source = RedisJobSource(redis_server.url, worker_id="w1")
+    source = RedisJobSource(redis_server.url, worker_id="w1", worker_timeout=0.1)
     assert await source.claim(0.2) is None  # the late reader starts neither
+    await asyncio.sleep(0.7)
+    assert await source.takeover() is None
+    assert await dispatch.redis.xinfo_consumers(dispatch.stream, "workers") == []  # idle, empty: pruned
     async with worker(source):
         await asyncio.sleep(1.0)
     assert read_log(log) == []
     assert await dispatch.redis.xlen(dispatch.stream) == 0
+
+
+async def test_stopped_worker_hands_its_call_off_at_once(dispatch: RedisDispatch, redis_server: RedisServer,  # noqa: F811
+                                                         tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    slow = FleetSettings(**{**FAST.__dict__, "worker_timeout": 10})  # a takeover by timeout would be too late
+    async with worker(RedisJobSource(redis_server.url, worker_id="w1", worker_timeout=10), slow) as w1:
+        await dispatch.submit(Job("iv5", {"log": str(log)}), claim_timeout=3)
+        assert await dispatch.wait_claimed("iv5", 3) == "w1"
+        await until(lambda: starts(log), what="the call's start")
+        async with worker(RedisJobSource(redis_server.url, worker_id="w2", worker_timeout=10), slow):
+            w1.stop()  # as after a second SIGTERM: the call is stopped and released, not acked
+            again = (await until(lambda: starts(log)[1:], timeout=4, what="the takeover"))[0]
+            assert again["delivery"] == 2 and again["previous_end"] == "worker lost"
+            assert await dispatch.worker_of("iv5") == "w2"
 
 
 async def test_sigkilled_worker_is_taken_over(dispatch: RedisDispatch, worker_procs: Any, tmp_path: Path) -> None:
@@ -155,7 +181,7 @@ async def test_redis_restart_mid_call(dispatch: RedisDispatch, redis_server: Red
         assert await dispatch.wait_claimed("iv4", 5) == "w1"  # dispatch resumed
         assert await dispatch.worker_of("iv3") == "w1"  # the running call was put back
         await until(lambda: len(starts(log)) == 2, what="the new call's start")
-        assert [s["pid"] for s in starts(log)][0] == child["pid"] and alive(child["pid"])  # never restarted
+        assert starts(log)[0]["pid"] == child["pid"] and alive(child["pid"])  # never restarted
         assert await dispatch.request_end("iv3") == "requested"  # and it can still be ended
         await until(lambda: any(e["event"] == "stopped" for e in read_log(log)), timeout=3, what="the stop")
 

@@ -117,7 +117,7 @@ async def test_done_and_stop_timeout_and_takeover_attempt(tmp_path: Path) -> Non
         assert time.monotonic() - t0 < 2
         await until(lambda: len(ends.ended) == 2, what="both ends")
     assert sorted(ends.ended) == [("d1", "done"), ("s1", "stopped")]
-    d1 = [s for s in starts(log) if s["delivery"] == 2][0]
+    d1 = next(s for s in starts(log) if s["delivery"] == 2)
     assert d1["previous_end"] == "worker lost"  # a job taken over from a dead worker says so
 
 

@@ -36,7 +36,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -51,6 +51,7 @@ GROUP = "workers"
 DEFAULT_PREFIX = "proctor:{fleet}"
 CANCELLED_TTL_MS = 60_000  # how long a cancelled job's state stays readable
 RELEASED_IDLE_MS = 86_400_000  # idle time given to a released entry: any worker's next takeover takes it
+StreamRead = list[tuple[str, list[tuple[str, dict[str, str]]]]]  # XREADGROUP's answer, decoded
 
 
 class SourceUnavailable(Exception):
@@ -120,9 +121,9 @@ end
 local function cancel(stream, group, jobkey, id)
   drop(stream, group, id)
   redis.call('HSET', jobkey, 'state', 'cancelled')
-  redis.call('PEXPIRE', jobkey, %d)
+  redis.call('PEXPIRE', jobkey, CANCELLED_TTL_MS)
 end
-""" % CANCELLED_TTL_MS
+""".replace("CANCELLED_TTL_MS", str(CANCELLED_TTL_MS))
 
 # KEYS: stream, job; ARGV: group, job id, payload, claim timeout ms
 _SUBMIT = _LUA_COMMON + """
@@ -223,6 +224,22 @@ return 'none'
 """
 
 
+# KEYS: stream; ARGV: group, idle ms. Drops consumers with nothing pending, idle that long: those of dead
+# workers (their jobs taken over). A live one that was only idle is recreated by its next read.
+_PRUNE = """
+local n = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  if f['pending'] == 0 and f['idle'] > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])
+    n = n + 1
+  end
+end
+return n
+"""
+
+
 def _payload(job: Job) -> str:
     return json.dumps({"id": job.id, "data": job.data}, separators=(",", ":"))
 
@@ -244,7 +261,7 @@ class _RedisFleet:
         self.stream = f"{prefix}:jobs"
         self._scripts = {name: self.redis.register_script(src) for name, src in (
             ("submit", _SUBMIT), ("mark", _MARK), ("adopt", _ADOPT), ("beat", _BEAT), ("ack", _ACK),
-            ("release", _RELEASE), ("cancel", _CANCEL), ("end", _END))}
+            ("release", _RELEASE), ("cancel", _CANCEL), ("end", _END), ("prune", _PRUNE))}
 
     def job_key(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
@@ -313,6 +330,7 @@ class RedisJobSource(_RedisFleet):
         self.worker_timeout = worker_timeout
         self._jobs: dict[str, tuple[str, str]] = {}  # job id -> (entry id, payload)
         self._group_ready = False
+        self._next_prune = 0.0  # monotonic: when takeover next drops dead workers' empty consumers
 
     @contextlib.contextmanager
     def _unavailable(self) -> Iterator[None]:
@@ -346,8 +364,8 @@ class RedisJobSource(_RedisFleet):
         with self._unavailable():
             await self._ensure_group()
             block = int(wait * 1000)
-            resp = await self.redis.xreadgroup(GROUP, self.worker_id, {self.stream: ">"}, count=1,
-                                               block=block if block > 0 else None)
+            resp = cast(StreamRead, await self.redis.xreadgroup(
+                GROUP, self.worker_id, {self.stream: ">"}, count=1, block=block if block > 0 else None))
             for _stream, entries in resp or []:
                 for entry, fields in entries:
                     job_id, payload = fields["iid"], fields["job"]
@@ -359,6 +377,9 @@ class RedisJobSource(_RedisFleet):
     async def takeover(self) -> Job | None:
         with self._unavailable():
             await self._ensure_group()
+            if time.monotonic() >= self._next_prune:
+                await self._scripts["prune"](keys=[self.stream], args=[GROUP, int(self.worker_timeout * 6000)])
+                self._next_prune = time.monotonic() + self.worker_timeout
             cursor = "0-0"
             for _ in range(10):  # each XAUTOCLAIM scans a bounded part of the pending list
                 cursor, claimed, *_ = await self.redis.xautoclaim(

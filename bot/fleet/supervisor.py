@@ -23,12 +23,14 @@ or ``failed``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import importlib
 import inspect
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import time
 from collections import deque
@@ -131,9 +133,13 @@ def _read_control(conn: Connection, control: CallControl, loop: asyncio.Abstract
 async def _send_heartbeats(conn: Connection, control: CallControl, interval: float) -> None:
     pid = os.getpid()
     while True:
-        stats = dict(list(control.stats.items())[:MAX_STATS])
+        beat = {"t": "hb", "rss": _rss_pages(pid) * _PAGE, "stats": dict(list(control.stats.items())[:MAX_STATS])}
         try:
-            conn.send({"t": "hb", "rss": _rss_pages(pid) * _PAGE, "stats": stats})
+            data = pickle.dumps(beat)
+        except Exception as e:  # a stats value that cannot be sent must not stop the heartbeats
+            data = pickle.dumps({**beat, "stats": {"error": f"stats not picklable: {e}"}})
+        try:
+            conn.send_bytes(data)
         except OSError:
             control._stop.set()
             return
@@ -268,20 +274,16 @@ class _Child:
 
     def send_stop(self) -> None:
         if not self.exited.done():
-            try:
+            with contextlib.suppress(OSError):  # already exiting: its exit ends the call
                 self.conn.send({"t": "stop"})
-            except OSError:
-                pass  # already exiting: its exit ends the call
 
     def kill(self, reason: str) -> None:
         """SIGKILL the child; ``reason`` becomes its end reason (the first one given wins)."""
         if self.exited.done():
             return
         self.kill_reason = self.kill_reason or reason
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def end_reason(self, code: int, stopping: bool) -> str:
         if stopping:
@@ -339,10 +341,8 @@ class _Call:
                     await _callback(self.sup.on_failed, self.job, reason)
                     break
                 self.previous_end = reason
-                try:  # wait before the restart, unless a stop comes first
+                with contextlib.suppress(TimeoutError):  # wait before the restart, unless a stop comes first
                     await asyncio.wait_for(self.stopping.wait(), s.restart_delay)
-                except TimeoutError:
-                    pass
             else:
                 outcome = "stopped"
         finally:
@@ -454,6 +454,8 @@ class Supervisor:
         await asyncio.gather(*(self.stop_call(job_id, timeout) for job_id in list(self._calls)))
         if self._watch:
             self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
             self._watch = None
 
     # watching

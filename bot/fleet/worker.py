@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import random
 import signal
@@ -77,10 +78,8 @@ class LocalJobs:
         held = self._jobs.get(job_id)
         if held is None:
             return None
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(held.claimed.wait(), timeout)
-        except TimeoutError:
-            pass
         if held.state == "claimed":
             return self.worker_id
         self._jobs.pop(job_id, None)  # cancelled: its id left in the queue is skipped by claim
@@ -225,10 +224,8 @@ class Worker:
             await self.source.release(job.id)
 
     async def _sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), max(0.0, seconds))
-        except TimeoutError:
-            pass
         self._wake.clear()
 
     async def run(self) -> None:
