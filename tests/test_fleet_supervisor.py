@@ -71,7 +71,11 @@ async def test_crash_restarts_then_graceful_stop(tmp_path: Path) -> None:
         second = (await until(lambda: starts(log)[1:], what="a restart"))[0]
         assert second["attempt"] == 2 and second["previous_end"] == "crash (exit 3)"
         await until(lambda: sup.calls()["c1"].stats.get("ticks"), what="stats in a heartbeat")
-        assert sup.calls()["c1"].attempt == 2 and sup.calls()["c1"].pid == second["pid"]
+        info = sup.calls()["c1"]
+        assert (info.attempt, info.previous_end, info.pid) == (2, "crash (exit 3)", second["pid"])
+        os.kill(second["pid"], signal.SIGINT)  # a Ctrl-C reaches the whole process group: ignored
+        await asyncio.sleep(0.3)
+        assert alive(second["pid"]) and len(starts(log)) == 2
         await sup.stop_call("c1")
         assert read_log(log)[-1]["event"] == "stopped"  # the target finished its work
         assert ends.ended == [("c1", "stopped")] and ends.failed == []
@@ -152,15 +156,40 @@ asyncio.run(main())
 """
 
 
+def descendants(root: int) -> set[int]:
+    """Every process below ``root`` now."""
+    parents = {}
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (ValueError, OSError, IndexError):
+            continue
+    found, todo = set(), [root]
+    while todo:
+        parent = todo.pop()
+        kids = [pid for pid, ppid in parents.items() if ppid == parent]
+        found.update(kids)
+        todo.extend(kids)
+    return found
+
+
 async def test_sigkilled_worker_leaves_no_orphan(tmp_path: Path) -> None:
     log = tmp_path / "log"
     worker = subprocess.Popen([sys.executable, "-c", WORKER, str(log)], cwd=REPO)
     try:
         child = (await until(lambda: starts(log), what="the child's start"))[0]["pid"]
-        assert alive(child)
+        tree = descendants(worker.pid)  # the call's child, and multiprocessing's resource tracker
+        assert child in tree and alive(child)
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(5)
-        await until(lambda: not alive(child), timeout=3, what="the child to die with its worker")
+        await until(lambda: not any(alive(pid) for pid in tree), timeout=3, what="the worker's processes to die")
     finally:
         worker.kill()
         worker.wait(5)
+
+
+def test_a_child_whose_parent_is_gone_exits_at_once() -> None:
+    code = "from bot.fleet.supervisor import die_with_parent; die_with_parent(1); print('still here')"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=10)
+    assert done.returncode == 1 and "still here" not in done.stdout  # its parent is not pid 1: "gone"

@@ -70,7 +70,7 @@ class Beat:
 class Dispatch(Protocol):
     """The server's side of dispatch."""
 
-    async def submit(self, job: Job, *, claim_timeout: float) -> str:
+    async def submit(self, job: Job, *, claim_timeout: float = 5.0) -> str:
         """Queue ``job`` (idempotent per job id while it is queued or running); returns its entry id."""
 
     async def wait_claimed(self, job_id: str, timeout: float) -> str | None:
@@ -280,7 +280,7 @@ class RedisDispatch(_RedisFleet):
     """The server's side: submit jobs, learn who claimed them, ask them to end. Redis errors propagate
     (``redis.exceptions.ConnectionError``): the caller answers 503."""
 
-    async def submit(self, job: Job, *, claim_timeout: float) -> str:
+    async def submit(self, job: Job, *, claim_timeout: float = 5.0) -> str:
         return str(await self._script("submit", job.id, job.id, _payload(job), int(claim_timeout * 1000)))
 
     async def wait_claimed(self, job_id: str, timeout: float, *, poll: float = 0.05) -> str | None:

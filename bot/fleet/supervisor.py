@@ -95,8 +95,13 @@ def die_with_parent(parent_pid: int) -> None:
 
 def _child_main(target: str, job: Job, conn: Connection, attempt: int, previous_end: str | None,
                 interval: float, parent_pid: int) -> None:
-    """Entry point of a call's child process (spawn). An exception from the target exits with code 1."""
+    """Entry point of a call's child process (spawn). An exception from the target exits with code 1.
+
+    SIGINT and SIGTERM are ignored: a Ctrl-C or a service manager signalling the whole process group
+    must not end the calls; the worker (drain) and its supervisor (stop, kill) decide their end."""
     die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     asyncio.run(_child_run(target, CallControl(job, attempt, previous_end), conn, interval))
 
 
@@ -226,6 +231,7 @@ class CallInfo:
 
     job: Job
     attempt: int
+    previous_end: str | None
     pid: int | None
     rss_mb: float
     stats: dict[str, Any]
@@ -260,6 +266,7 @@ class _Child:
                 if msg.get("t") == "hb":
                     self.last_beat = time.monotonic()
                     self.stats = msg.get("stats", {})
+                    self.rss_mb = max(self.rss_mb, msg.get("rss", 0) / _MIB)
         except (EOFError, OSError):
             self._loop.remove_reader(self.conn.fileno())
 
@@ -353,8 +360,8 @@ class _Call:
 
     def info(self) -> CallInfo:
         c = self.child
-        return CallInfo(self.job, self.attempt, c.pid if c else None, c.rss_mb if c else 0.0,
-                        dict(c.stats) if c else {})
+        return CallInfo(self.job, self.attempt, self.previous_end, c.pid if c else None,
+                        c.rss_mb if c else 0.0, dict(c.stats) if c else {})
 
 
 class Supervisor:
@@ -480,6 +487,7 @@ class Supervisor:
             child = call.child
             if child is None or child.exited.done():
                 continue
+            # /proc sees the child's whole tree, and a child whose loop is stuck; its heartbeat, only itself
             child.rss_mb = sum(procs[pid].rss_pages for pid in _tree(child.pid, procs)) * _PAGE / _MIB
             silent = now - child.last_beat
             if silent > s.call_timeout:

@@ -64,7 +64,7 @@ class LocalJobs:
 
     # server side (Dispatch)
 
-    async def submit(self, job: Job, *, claim_timeout: float) -> str:
+    async def submit(self, job: Job, *, claim_timeout: float = 5.0) -> str:
         if job.id in self._jobs:
             return job.id
         try:
@@ -165,7 +165,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._lost: set[str] = set()  # taken over by another worker: neither acked nor released
         self._ended: dict[str, str] = {}  # job id -> "ack" | "release": at most the calls that ran
-        self._stops: set[asyncio.Task[None]] = set()
+        self._stops: dict[str, asyncio.Task[None]] = {}  # job id -> its stop under way (one per call)
         self._takeover_after = 0.0  # monotonic; after an outage, live workers first refresh their jobs
 
     def drain(self) -> None:
@@ -191,9 +191,9 @@ class Worker:
         self._wake.set()
 
     def _stop_call(self, job_id: str) -> None:
-        task = asyncio.create_task(self.supervisor.stop_call(job_id))
-        self._stops.add(task)
-        task.add_done_callback(self._stops.discard)
+        if job_id not in self._stops:  # an end is reported by every heartbeat until the ack
+            self._stops[job_id] = task = asyncio.create_task(self.supervisor.stop_call(job_id))
+            task.add_done_callback(lambda _: self._stops.pop(job_id, None))
 
     def _apply(self, beat: Beat) -> None:
         for job_id in beat.lost:
@@ -263,6 +263,9 @@ class Worker:
                     if not outage:
                         log.warning("fleet: job source unavailable (%s); the calls go on, retrying", e)
                         outage = True
+                    await self._sleep(backoff.next())
+                except Exception:  # a surprise in one round must not end the calls this worker runs
+                    log.exception("fleet: worker loop error; the calls go on, retrying")
                     await self._sleep(backoff.next())
         finally:
             await self.supervisor.close()
