@@ -247,8 +247,13 @@ class _Child:
         self.process = ctx.Process(
             target=_child_main, name=f"proctor-call-{job.id}",
             args=(target, job, child_conn, attempt, previous_end, interval, os.getpid()))
-        self.process.start()
-        child_conn.close()  # so the child's death is an EOF here
+        try:
+            self.process.start()
+        except BaseException:
+            parent_conn.close()
+            raise
+        finally:
+            child_conn.close()  # the child has its copy: its death is an EOF here
         self.conn: Connection = parent_conn
         self.pid: int = self.process.pid
         self.last_beat = time.monotonic()  # the start counts as a beat: the child has call_timeout to send one
@@ -273,11 +278,14 @@ class _Child:
     def _on_exit(self) -> None:
         self._loop.remove_reader(self.process.sentinel)
         self._loop.remove_reader(self.conn.fileno())
-        self.process.join(timeout=1.0)
+        self.process.join(timeout=1.0)  # the sentinel closes as the process exits: at most a moment
+        if self.process.exitcode is None:  # never seen; make sure close() below finds it reaped
+            self.kill("exit not reaped")
+            self.process.join()
         code = self.process.exitcode
         self.process.close()
         self.conn.close()
-        self.exited.set_result(-signal.SIGKILL if code is None else code)
+        self.exited.set_result(-signal.SIGKILL if code is None else code)  # None: for the type checker
 
     def send_stop(self) -> None:
         if not self.exited.done():
@@ -335,6 +343,7 @@ class _Call:
                     self.child = _Child(self.sup.context, self.sup.target, self.job, self.attempt,
                                         self.previous_end, s.heartbeat_interval)
                 except OSError as e:  # no process could be made (fork or pipe limits): a failure too
+                    self.child = None
                     reason = f"start failed ({e})"
                 else:
                     log.info("fleet: call %s attempt %d started (pid %d, previous end: %s)",

@@ -168,6 +168,10 @@ class Worker:
         self._stops: dict[str, asyncio.Task[None]] = {}  # job id -> its stop under way (one per call)
         self._takeover_after = 0.0  # monotonic; after an outage, live workers first refresh their jobs
 
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
     def drain(self) -> None:
         """Take no new job; the running calls finish by themselves (until ``drain_timeout``)."""
         if not self._draining.is_set():
@@ -280,7 +284,7 @@ async def run_worker(source: JobSource, target: str, settings: FleetSettings | N
     signals = (signal.SIGTERM, signal.SIGINT)
 
     def on_signal() -> None:
-        if worker._draining.is_set():
+        if worker.draining:
             worker.stop()
         else:
             worker.drain()
