@@ -1,4 +1,5 @@
-"""A real call target for the fleet tests: a child process that behaves as its job tells it.
+"""A real call target for the fleet tests (a child process that behaves as its job tells it), and the
+helpers the tests watch it with.
 
 ``job.data``:
 - ``log``: a file where each start and end is appended as one JSON line
@@ -16,6 +17,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +32,39 @@ def record(path: str, event: str, control: CallControl) -> None:
         f.write(json.dumps(line) + "\n")
 
 
+# --- read by the tests ---
+
+
 def read_log(path: str | Path) -> list[dict[str, Any]]:
     p = Path(path)
     return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
+
+
+def starts(log: str | Path) -> list[dict[str, Any]]:
+    return [e for e in read_log(log) if e["event"] == "start"]
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``cond()`` until it is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# --- the call target ---
 
 
 def _burn() -> None:

@@ -17,9 +17,8 @@ import pytest
 from bot.fleet import FleetSettings, Job
 from bot.fleet.jobs import RedisDispatch, RedisJobSource
 from bot.fleet.worker import LocalJobs, Worker
-from tests.fleet_jobs import read_log
+from tests.fleet_jobs import alive, read_log, starts, until
 from tests.redis_server import RedisServer, redis_server  # noqa: F401  (fixture)
-from tests.test_fleet_supervisor import alive, starts, until
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
@@ -128,6 +127,7 @@ async def test_stopped_worker_hands_its_call_off_at_once(dispatch: RedisDispatch
             assert await dispatch.worker_of("iv5") == "w2"
 
 
+@pytest.mark.slow
 async def test_sigkilled_worker_is_taken_over(dispatch: RedisDispatch, worker_procs: Any, tmp_path: Path) -> None:
     log = tmp_path / "log"
     a, b = worker_procs("wa"), worker_procs("wb")
@@ -150,6 +150,7 @@ async def test_sigkilled_worker_is_taken_over(dispatch: RedisDispatch, worker_pr
     await until(lambda: read_log(log)[-1]["event"] == "stopped", timeout=5, what="the call to stop")
 
 
+@pytest.mark.slow
 async def test_sigterm_drains(dispatch: RedisDispatch, worker_procs: Any, tmp_path: Path) -> None:
     log = tmp_path / "log"
     proc = worker_procs("wd")

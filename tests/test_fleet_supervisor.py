@@ -7,43 +7,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from bot.fleet import FleetSettings, Job
 from bot.fleet.supervisor import Supervisor, SupervisorFull
-from tests.fleet_jobs import read_log
+from tests.fleet_jobs import alive, read_log, starts, until
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "tests.fleet_jobs:run"
 FAST = FleetSettings(call_timeout=1.5, call_memory_mb=400, max_calls=4, max_restarts=3, stop_timeout=3,
                      heartbeat_interval=0.2, restart_delay=0.05)
-
-
-async def until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def starts(log: Path) -> list[dict[str, Any]]:
-    return [e for e in read_log(log) if e["event"] == "start"]
 
 
 class Ends:
