@@ -43,8 +43,9 @@ def janus_executable() -> str | None:
 class JanusServer:
     """A real Janus process with only VideoRoom + HTTP, restartable on the same port."""
 
-    def __init__(self, root: Path, port: int | None = None) -> None:
+    def __init__(self, root: Path, port: int | None = None, *, session_timeout: int = 60) -> None:
         self.root = root
+        self.session_timeout = session_timeout
         self.conf = root / "conf"
         self.log_path = root / "janus.log"
         self.port = port or free_port()
@@ -77,7 +78,7 @@ general: {{
     events_folder = "{self.conf / 'events'}"
     loggers_folder = "{self.conf / 'loggers'}"
     debug_level = 4
-    session_timeout = 60
+    session_timeout = {self.session_timeout}
     server_name = "proctor-bot-test"
 }}
 media: {{
