@@ -3,9 +3,10 @@
 `JanusServer` writes a configuration folder and runs ``janus -F DIR -C DIR/janus.jcfg``:
 
 - plugins: the VideoRoom plugin only; transports: the HTTP transport only, on 127.0.0.1 and a free
-  port (admin API off). Janus loads every library in its plugins/transports folders, so the
-  generated folders hold symlinks to just those two libraries: nothing else starts, no port clashes
-  with other tests or a system Janus.
+  port (admin API off), plus the WebSocket transport (also loopback, free port) with
+  ``websocket=True``. Janus loads every library in its plugins/transports folders, so the generated
+  folders hold symlinks to just those libraries: nothing else starts, no port clashes with other
+  tests or a system Janus.
 - no STUN/TURN: host candidates only (the test peers are on this machine).
 - one room, `ROOM`, protected by `PIN`, with ``notify_joining`` so joins of non-publishers are
   announced too.
@@ -43,9 +44,11 @@ def janus_executable() -> str | None:
 class JanusServer:
     """A real Janus process with only VideoRoom + HTTP, restartable on the same port."""
 
-    def __init__(self, root: Path, port: int | None = None, *, session_timeout: int = 60) -> None:
+    def __init__(self, root: Path, port: int | None = None, *, session_timeout: int = 60,
+                 websocket: bool = False) -> None:
         self.root = root
         self.session_timeout = session_timeout
+        self.ws_port = free_port() if websocket else None
         self.conf = root / "conf"
         self.log_path = root / "janus.log"
         self.port = port or free_port()
@@ -57,12 +60,20 @@ class JanusServer:
         return f"http://127.0.0.1:{self.port}/janus"
 
     @property
+    def ws_url(self) -> str:
+        assert self.ws_port is not None, "started without websocket=True"
+        return f"ws://127.0.0.1:{self.ws_port}"
+
+    @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def write_config(self) -> None:
         """The configuration folder: janus.jcfg, the HTTP transport's and the VideoRoom's files."""
-        for sub, lib in (("plugins", "plugins/libjanus_videoroom.so"), ("transports", "transports/libjanus_http.so")):
+        libs = [("plugins", "plugins/libjanus_videoroom.so"), ("transports", "transports/libjanus_http.so")]
+        if self.ws_port is not None:
+            libs.append(("transports", "transports/libjanus_websockets.so"))
+        for sub, lib in libs:
             folder = self.conf / sub
             folder.mkdir(parents=True, exist_ok=True)
             link = folder / Path(lib).name
@@ -107,6 +118,20 @@ general: {{
 admin: {{
     admin_http = false
     admin_https = false
+}}
+""")
+        if self.ws_port is not None:
+            (self.conf / "janus.transport.websockets.jcfg").write_text(f"""
+general: {{
+    json = "compact"
+    ws = true
+    ws_port = {self.ws_port}
+    ws_ip = "127.0.0.1"
+    wss = false
+}}
+admin: {{
+    admin_ws = false
+    admin_wss = false
 }}
 """)
         (self.conf / "janus.plugin.videoroom.jcfg").write_text(f"""

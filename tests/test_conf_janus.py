@@ -1,6 +1,6 @@
 """The Janus VideoRoom adapter against Debian's real Janus, with an aiortc candidate publishing real media.
 
-Janus (`tests.janus_server`) runs with the VideoRoom plugin and the HTTP transport only. The
+Janus (`tests.janus_server`) runs with the VideoRoom plugin and the HTTP and WebSocket transports. The
 candidate (`tests.janus_publisher`) publishes
 ``student.mkv`` and ``english.wav`` under a display name; a decoy publishes audio only under
 another name.
@@ -33,7 +33,7 @@ CANDIDATE = "Alice Candidate"
 
 @pytest.fixture
 def janus(tmp_path: Path) -> Iterator[JanusServer]:
-    server = JanusServer(tmp_path, session_timeout=6)
+    server = JanusServer(tmp_path, session_timeout=6, websocket=True)
     server.start()
     try:
         yield server
@@ -64,11 +64,15 @@ async def bot_listing(janus: JanusServer) -> list[dict[str, object]]:
     return [p for p in await room_participants(janus.url, ROOM) if p.get("display") == BOT_DISPLAY_NAME]
 
 
-async def test_follows_the_candidate_by_name_through_a_republish(janus: JanusServer, sink: TrackSink) -> None:
+@pytest.mark.parametrize("transport", ["http", "websocket"])
+async def test_follows_the_candidate_by_name_through_a_republish(
+    janus: JanusServer, sink: TrackSink, transport: str,
+) -> None:
     decoy = JanusPublisher(janus.url, ROOM, "Interviewer", pin=PIN, audio=MEDIA / "audio" / "french.aiff",
                            keepalive_every=KEEPALIVE)
     alice = candidate(janus)
-    source = JanusSource(room(janus), keepalive_every=KEEPALIVE)
+    url = janus.url if transport == "http" else janus.ws_url
+    source = JanusSource(room(janus, url=url), keepalive_every=KEEPALIVE)
     try:
         await decoy.start()
         await source.join(sink.on_track)  # before the candidate: it waits, and is listed

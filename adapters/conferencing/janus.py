@@ -25,11 +25,12 @@ VideoRoom, as a subscriber that people can see:
    subscription; a new publisher with the candidate's name (a republish, a reconnect) is subscribed
    again, and its tracks are handed to ``on_track`` again.
 
-Only the HTTP transport is implemented; a ``ws(s)://`` room URL fails to join with a clear error.
+The same requests also go over Janus' WebSocket transport (a ``ws(s)://`` room URL).
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 from collections.abc import Callable
@@ -72,42 +73,37 @@ LostHandler = Callable[[Exception], None]
 
 
 class JanusSession:
-    """One Janus session over the HTTP API: requests, plugin messages, the long poll, keepalives.
+    """One Janus session: requests, plugin messages, incoming events, keepalives.
 
-    Events that answer a pending plugin message resolve it; every other event goes to ``on_event``.
-    When the session dies (poll or keepalive fails, Janus says it is unknown) ``on_lost`` is called
-    once and every pending request fails with `SessionLost`.
+    `create()` picks the transport from the URL: `HttpJanusSession` (``http(s)://``: POST requests,
+    events by long poll) or `WsJanusSession` (``ws(s)://``: one WebSocket, subprotocol
+    ``janus-protocol``). Events that answer a pending plugin message resolve it; every other event
+    goes to ``on_event``. When the session dies (the event stream or a keepalive fails, Janus says it
+    is unknown, it timed out) ``on_lost`` is called once and pending requests fail with `SessionLost`.
     """
 
-    def __init__(
-        self, http: aiohttp.ClientSession, url: str, session_id: int, *,
-        on_event: EventHandler, on_lost: LostHandler, keepalive_every: float,
-    ) -> None:
-        self.url = url.rstrip("/")
+    def __init__(self, session_id: int, *, on_event: EventHandler | None, on_lost: LostHandler | None,
+                 keepalive_every: float) -> None:
         self.id = session_id
-        self._http = http
-        self._on_event = on_event
-        self._on_lost = on_lost
+        self.lost: SessionLost | None = None
+        self._on_event = on_event or (lambda _event: None)
+        self._on_lost = on_lost or (lambda _exc: None)
         self._keepalive_every = keepalive_every
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._closing = False
-        self.lost: Exception | None = None
-        self._tasks = [asyncio.create_task(self._poll_loop()), asyncio.create_task(self._keepalive_loop())]
+        self._tasks = [asyncio.create_task(self._receive_loop()), asyncio.create_task(self._keepalive_loop())]
 
-    @classmethod
+    @staticmethod
     async def create(
-        cls, http: aiohttp.ClientSession, url: str, *,
+        http: aiohttp.ClientSession, url: str, *,
         on_event: EventHandler | None = None, on_lost: LostHandler | None = None,
         keepalive_every: float = KEEPALIVE_EVERY,
     ) -> JanusSession:
-        if not url.startswith(("http://", "https://")):
-            raise JanusError(None, "only Janus' HTTP transport is supported (the room URL must be http(s)://)")
-        reply = await _post(http, url.rstrip("/"), {"janus": "create"})
-        return cls(http, url, int(reply["data"]["id"]), on_event=on_event or (lambda _e: None),
-                   on_lost=on_lost or (lambda _e: None), keepalive_every=keepalive_every)
+        kind = WsJanusSession if url.startswith(("ws://", "wss://")) else HttpJanusSession
+        return await kind.open(http, url, on_event=on_event, on_lost=on_lost, keepalive_every=keepalive_every)
 
     async def attach(self, plugin: str = VIDEOROOM) -> int:
-        reply = await self._request("", {"janus": "attach", "plugin": plugin})
+        reply = await self._checked(None, {"janus": "attach", "plugin": plugin})
         return int(reply["data"]["id"])
 
     async def message(
@@ -122,8 +118,8 @@ class JanusSession:
             payload: dict[str, Any] = {"janus": "message", "body": body}
             if jsep is not None:
                 payload["jsep"] = jsep
-            reply = await self._request(f"/{handle}", payload, tx)
-            if reply.get("janus") != "success":  # "ack": the answer comes on the long poll
+            reply = await self._checked(handle, payload, tx)
+            if reply.get("janus") != "success":  # "ack": the answer comes as an event
                 reply = await asyncio.wait_for(waiter, timeout)
         finally:
             self._waiters.pop(tx, None)
@@ -134,50 +130,46 @@ class JanusSession:
 
     async def trickle_completed(self, handle: int) -> None:
         """Tell Janus there are no more candidates than those in our SDP."""
-        await self._request(f"/{handle}", {"janus": "trickle", "candidate": {"completed": True}})
+        await self._checked(handle, {"janus": "trickle", "candidate": {"completed": True}})
 
     async def detach(self, handle: int) -> None:
-        await self._request(f"/{handle}", {"janus": "detach"})
+        await self._checked(handle, {"janus": "detach"})
 
     async def close(self, *, destroy: bool, timeout: float = 3.0) -> None:
-        """Stop polling and keepalives; with ``destroy`` also end the session on Janus (best effort)."""
+        """Stop receiving and keepalives; with ``destroy`` also end the session on Janus (best effort)."""
         self._closing = True
+        if destroy and self.lost is None:
+            try:
+                await asyncio.wait_for(self._checked(None, {"janus": "destroy"}), timeout)
+            except (JanusError, SessionLost, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                log.info("Janus session %s not destroyed: %s", self.id, exc)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._fail_waiters(SessionLost("session closed"))
-        if destroy and self.lost is None:
-            try:
-                await asyncio.wait_for(self._request("", {"janus": "destroy"}), timeout)
-            except (JanusError, SessionLost, aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                log.info("Janus session %s not destroyed: %s", self.id, exc)
+        await self._close_transport()
 
-    async def _request(self, path: str, payload: dict[str, Any], tx: str | None = None) -> dict[str, Any]:
+    async def _checked(self, handle: int | None, payload: dict[str, Any], tx: str | None = None) -> dict[str, Any]:
         if self.lost is not None:
             raise SessionLost(str(self.lost))
-        return await _post(self._http, f"{self.url}/{self.id}{path}", payload, tx)
+        return _checked_reply(await self._request(handle, payload, tx or secrets.token_hex(8)))
 
-    async def _poll_loop(self) -> None:
-        params = {"maxev": str(MAX_EVENTS_PER_POLL)}
-        try:
-            while True:
-                async with self._http.get(f"{self.url}/{self.id}", params=params,
-                                          timeout=aiohttp.ClientTimeout(total=POLL_TIMEOUT)) as resp:
-                    if resp.status != 200:
-                        raise SessionLost(f"long poll: HTTP {resp.status}")
-                    reply = await resp.json(content_type=None)
-                for event in reply if isinstance(reply, list) else [reply]:
-                    self._dispatch(event)
-        except asyncio.CancelledError:
-            raise
-        except (SessionLost, JanusError, aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            self._lose(exc)
+    async def _request(self, handle: int | None, payload: dict[str, Any], tx: str) -> dict[str, Any]:
+        """Send one request of this session (to ``handle`` if given); Janus' immediate reply."""
+        raise NotImplementedError
+
+    async def _receive_loop(self) -> None:
+        """Hand every incoming event to `_dispatch` until the transport fails (-> `_lose`)."""
+        raise NotImplementedError
+
+    async def _close_transport(self) -> None:
+        """Release what the transport holds beyond the tasks."""
 
     async def _keepalive_loop(self) -> None:
         try:
             while True:
                 await asyncio.sleep(self._keepalive_every)
-                await self._request("", {"janus": "keepalive"})
+                await self._checked(None, {"janus": "keepalive"})
         except asyncio.CancelledError:
             raise
         except (SessionLost, JanusError, aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
@@ -187,11 +179,10 @@ class JanusSession:
         if not isinstance(event, dict):
             return
         kind = event.get("janus")
-        if kind == "keepalive":  # an idle long poll
+        if kind in ("keepalive", "ack"):  # an idle long poll; the answer to a keepalive
             return
         if kind == "error":
-            error = event.get("error") or {}
-            raise JanusError(error.get("code"), str(error.get("reason", "")))
+            _checked_reply(event)  # raises
         if kind == "timeout":
             raise SessionLost("the session timed out on Janus")
         waiter = self._waiters.get(event.get("transaction", ""))
@@ -215,15 +206,117 @@ class JanusSession:
         self._waiters.clear()
 
 
-async def _post(http: aiohttp.ClientSession, url: str, payload: dict[str, Any], tx: str | None = None) -> dict[str, Any]:
-    """One Janus API request; Janus errors raised (`SessionLost` for an unknown session)."""
-    body = {**payload, "transaction": tx or secrets.token_hex(8)}
+class HttpJanusSession(JanusSession):
+    """Janus' REST transport: ``POST <url>/<session>[/<handle>]``, events by ``GET <url>/<session>``."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, session_id: int, **kwargs: Any) -> None:
+        self.url = url.rstrip("/")
+        self._http = http
+        super().__init__(session_id, **kwargs)
+
+    @classmethod
+    async def open(cls, http: aiohttp.ClientSession, url: str, **kwargs: Any) -> HttpJanusSession:
+        reply = _checked_reply(await _post(http, url.rstrip("/"), {"janus": "create", "transaction": secrets.token_hex(8)}))
+        return cls(http, url, int(reply["data"]["id"]), **kwargs)
+
+    async def _request(self, handle: int | None, payload: dict[str, Any], tx: str) -> dict[str, Any]:
+        path = f"{self.url}/{self.id}" + (f"/{handle}" if handle is not None else "")
+        return await _post(self._http, path, {**payload, "transaction": tx})
+
+    async def _receive_loop(self) -> None:
+        params = {"maxev": str(MAX_EVENTS_PER_POLL)}
+        try:
+            while True:
+                async with self._http.get(f"{self.url}/{self.id}", params=params,
+                                          timeout=aiohttp.ClientTimeout(total=POLL_TIMEOUT)) as resp:
+                    if resp.status != 200:
+                        raise SessionLost(f"long poll: HTTP {resp.status}")
+                    reply = await resp.json(content_type=None)
+                for event in reply if isinstance(reply, list) else [reply]:
+                    self._dispatch(event)
+        except asyncio.CancelledError:
+            raise
+        except (SessionLost, JanusError, aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            self._lose(exc)
+
+
+class WsJanusSession(JanusSession):
+    """Janus' WebSocket transport: requests and events on one socket, matched by transaction."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, session_id: int, **kwargs: Any) -> None:
+        self._ws = ws
+        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        super().__init__(session_id, **kwargs)
+
+    @classmethod
+    async def open(cls, http: aiohttp.ClientSession, url: str, **kwargs: Any) -> WsJanusSession:
+        ws = await http.ws_connect(url, protocols=("janus-protocol",), timeout=aiohttp.ClientWSTimeout(ws_close=5),
+                                   max_msg_size=8 * 1024 * 1024)
+        try:
+            tx = secrets.token_hex(8)
+            await ws.send_json({"janus": "create", "transaction": tx})
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                while (reply := await ws.receive_json()).get("transaction") != tx:
+                    pass
+            session_id = int(_checked_reply(reply)["data"]["id"])
+        except BaseException:
+            await ws.close()
+            raise
+        return cls(ws, session_id, **kwargs)
+
+    async def _request(self, handle: int | None, payload: dict[str, Any], tx: str) -> dict[str, Any]:
+        reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[tx] = reply
+        try:
+            message = {**payload, "transaction": tx, "session_id": self.id}
+            if handle is not None:
+                message["handle_id"] = handle
+            await self._ws.send_json(message)
+            return await asyncio.wait_for(reply, REQUEST_TIMEOUT)
+        finally:
+            self._replies.pop(tx, None)
+
+    async def _receive_loop(self) -> None:
+        try:
+            async for frame in self._ws:
+                if frame.type != aiohttp.WSMsgType.TEXT:
+                    break
+                message = json.loads(frame.data)
+                reply = self._replies.get(message.get("transaction", "")) if isinstance(message, dict) else None
+                if reply is not None and not reply.done() and message.get("janus") in ("ack", "success", "error"):
+                    reply.set_result(message)
+                else:
+                    self._dispatch(message)
+            raise SessionLost(f"the WebSocket closed ({self._ws.close_code})")
+        except asyncio.CancelledError:
+            raise
+        except (SessionLost, JanusError, aiohttp.ClientError, ValueError) as exc:
+            self._lose(exc)
+
+    def _fail_waiters(self, exc: Exception) -> None:
+        super()._fail_waiters(exc)
+        for reply in self._replies.values():
+            if not reply.done():
+                reply.set_exception(exc)
+        self._replies.clear()
+
+    async def _close_transport(self) -> None:
+        await self._ws.close()
+
+
+async def _post(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One request of Janus' REST transport; its JSON reply."""
     async with http.post(url, json=body, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)) as resp:
         if resp.status != 200:
             raise JanusError(None, f"HTTP {resp.status} from {resp.url.with_query(None)}")
         reply = await resp.json(content_type=None)
     if not isinstance(reply, dict):
         raise JanusError(None, "malformed answer")
+    return reply
+
+
+def _checked_reply(reply: dict[str, Any]) -> dict[str, Any]:
+    """The reply, unless it is an error: `SessionLost` for an unknown session, else `JanusError`."""
     if reply.get("janus") == "error":
         error = reply.get("error") or {}
         if error.get("code") == SESSION_NOT_FOUND:
