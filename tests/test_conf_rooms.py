@@ -1,12 +1,17 @@
-"""Room descriptions of calls on other platforms: parsed values, errors naming the field, hidden secrets."""
+"""Room descriptions of calls on other platforms (parsed values, errors naming the field, hidden secrets),
+and what every adapter does alike."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import pytest
 
-from adapters.conferencing import JanusRoom, MediaSource, RoomError, Secret, WhepRoom, open_source, parse_room
+from adapters.conferencing import (
+    JanusRoom, JoinError, MediaSource, RoomError, Secret, WhepRoom, open_source, parse_room,
+)
+from tests.media_sink import until
 
 JANUS = {"kind": "janus", "url": "https://janus.example.com:8089/janus", "room": 1234, "pin": "pin-9876",
          "candidate": "Alice Candidate"}
@@ -73,3 +78,26 @@ def test_open_source_picks_the_adapter() -> None:
     assert type(janus).__name__ == "JanusSource" and type(whep).__name__ == "WhepSource"
     assert isinstance(janus, MediaSource) and isinstance(whep, MediaSource)
     assert janus.state == whep.state == "joining"
+
+
+@pytest.mark.parametrize("kind", ["janus", "whep"])
+async def test_leave_while_joining_ends_the_join(kind: str) -> None:
+    """A server that accepts connections and never answers: leave() must not leave join() hanging."""
+    writers: list[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(lambda _reader, writer: writers.append(writer), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    description = {**JANUS, "url": f"http://127.0.0.1:{port}/janus"} if kind == "janus" else {
+        "kind": "whep", "url": f"http://127.0.0.1:{port}/whep/x"}
+    source = open_source(parse_room(description))
+    try:
+        joining = asyncio.create_task(source.join(lambda track: None))
+        await until(lambda: bool(writers), "the adapter to connect")
+        await source.leave()
+        with pytest.raises(JoinError):
+            await asyncio.wait_for(joining, 5)
+        assert source.state == "left"
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()

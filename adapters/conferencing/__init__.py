@@ -76,7 +76,7 @@ class SourceBase:
         return self._state
 
     def _set_state(self, state: SourceState) -> None:
-        if state == self._state:
+        if state == self._state or self._state == "left":  # nothing happens after leave()
             return
         log.info("%s: %s -> %s", type(self).__name__, self._state, state)
         self._state = state

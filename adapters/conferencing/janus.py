@@ -21,9 +21,10 @@ VideoRoom, as a subscriber that people can see:
 2. the candidate's feed is the publisher whose display name (or feed id) the room description names;
 3. handle B joins with ``ptype: subscriber`` and ``streams: [{feed}]``; Janus offers (its candidates
    are in the SDP: Janus half-trickles), aiortc answers receive-only, ``start``;
-4. an ``unpublished``/``leaving`` of that feed, a hangup of handle B or a failed connection drop the
-   subscription; a new publisher with the candidate's name (a republish, a reconnect) is subscribed
-   again, and its tracks are handed to ``on_track`` again.
+4. an ``unpublished``/``leaving`` of that feed, a change of its streams (a camera added or removed),
+   a hangup of handle B or a failed connection drop the subscription; the candidate's feed (the same
+   one, or a new publisher with the candidate's name after a reconnect) is subscribed again, and
+   its tracks are handed to ``on_track`` again.
 
 The same requests also go over Janus' WebSocket transport (a ``ws(s)://`` room URL).
 """
@@ -360,6 +361,7 @@ class JanusSource(SourceBase):
         self._publishers: dict[Any, dict[str, Any]] = {}
         self._sub_handle: int | None = None
         self._sub_feed: Any = None
+        self._sub_streams: tuple[tuple[str, str], ...] = ()  # what the subscription was made for
         self._pc: RTCPeerConnection | None = None
 
     async def join(self, on_track: TrackHandler) -> None:
@@ -392,25 +394,29 @@ class JanusSource(SourceBase):
 
     async def _run(self, first: asyncio.Future[None]) -> None:
         """Join, follow the candidate until the session is lost, back off, join again; until leave()."""
-        while True:
-            try:
-                await self._connect()
-                if not first.done():
-                    first.set_result(None)
-                self.backoff.reset()
-                await self._follow()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not first.done():
-                    first.set_exception(JoinError(f"could not join Janus room {self.room.room}: {exc}"))
-                    return
-                if not isinstance(exc, (JanusError, SessionLost, aiohttp.ClientError, asyncio.TimeoutError)):
-                    log.exception("Janus adapter failed; joining again")
-                log.warning("left Janus room %s: %s; joining again", self.room.room, exc)
-            await self._drop_session(destroy=True)
-            self._set_state("reconnecting")
-            await asyncio.sleep(self.backoff.next_delay())
+        try:
+            while True:
+                try:
+                    await self._connect()
+                    if not first.done():
+                        first.set_result(None)
+                    self.backoff.reset()
+                    await self._follow()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if not first.done():
+                        first.set_exception(JoinError(f"could not join Janus room {self.room.room}: {exc}"))
+                        return
+                    if not isinstance(exc, (JanusError, SessionLost, aiohttp.ClientError, asyncio.TimeoutError)):
+                        log.exception("Janus adapter failed; joining again")
+                    log.warning("left Janus room %s: %s; joining again", self.room.room, exc)
+                await self._drop_session(destroy=True)
+                self._set_state("reconnecting")
+                await asyncio.sleep(self.backoff.next_delay())
+        finally:
+            if not first.done():  # leave() while the first join was under way
+                first.set_exception(JoinError("left before the join completed"))
 
     async def _connect(self) -> None:
         """A new Janus session, the participant handle, and the join as a never-publishing participant."""
@@ -477,9 +483,17 @@ class JanusSource(SourceBase):
                 found = feed
         return found
 
+    def _streams(self, feed: Any) -> tuple[tuple[str, str], ...]:
+        """The feed's active streams as (mid, type): a change (camera added/removed) means new tracks."""
+        streams = self._publishers.get(feed, {}).get("streams", [])
+        return tuple(sorted((str(s.get("mid")), str(s.get("type"))) for s in streams
+                            if isinstance(s, dict) and not s.get("disabled")))
+
     async def _update_subscription(self) -> None:
         feed = self._candidate_feed()
-        if self._sub_handle is not None and (feed is None or feed != self._sub_feed):
+        if self._sub_handle is not None and (
+            feed is None or feed != self._sub_feed or self._streams(feed) != self._sub_streams
+        ):
             await self._unsubscribe()
         if feed is None:
             self._set_state("waiting for the candidate")
@@ -497,6 +511,7 @@ class JanusSource(SourceBase):
         assert session is not None
         self._sub_handle = handle = await session.attach(VIDEOROOM)
         self._sub_feed = feed
+        self._sub_streams = self._streams(feed)
         body: dict[str, Any] = {"request": "join", "ptype": "subscriber", "room": self.room.room,
                                 "streams": [{"feed": feed}]}
         if self._private_id is not None:
@@ -532,6 +547,7 @@ class JanusSource(SourceBase):
         pc, self._pc = self._pc, None
         handle, self._sub_handle = self._sub_handle, None
         self._sub_feed = None
+        self._sub_streams = ()
         if pc is not None:
             await pc.close()
         if handle is not None:

@@ -109,7 +109,9 @@ class WhepSource(SourceBase):
         self._http = aiohttp.ClientSession()
         try:
             await self._open()
-        except (WhepError, aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            if self.state == "left":  # leave() while the first session was being opened
+                raise WhepError(None, "left before the session was open")
+        except Exception as exc:  # whatever went wrong, the caller gets one error and nothing left open
             await self.leave()
             raise JoinError(f"could not open a WHEP session: {exc}") from exc
         self._task = asyncio.create_task(self._run())
