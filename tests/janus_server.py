@@ -177,7 +177,7 @@ room-{ROOM}: {{
     def _answers(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.url}/info", timeout=0.5) as resp:
-                return json.load(resp).get("janus") == "server_info"
+                return bool(json.load(resp).get("janus") == "server_info")
         except (OSError, urllib.error.URLError, ValueError):
             return False
 

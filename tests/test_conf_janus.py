@@ -8,6 +8,7 @@ another name.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -66,8 +67,9 @@ async def bot_listing(janus: JanusServer) -> list[dict[str, object]]:
 
 @pytest.mark.parametrize("transport", ["http", "websocket"])
 async def test_follows_the_candidate_by_name_through_a_republish(
-    janus: JanusServer, sink: TrackSink, transport: str,
+    janus: JanusServer, sink: TrackSink, transport: str, caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     decoy = JanusPublisher(janus.url, ROOM, "Interviewer", pin=PIN, audio=MEDIA / "audio" / "french.aiff",
                            keepalive_every=KEEPALIVE)
     alice = candidate(janus)
@@ -103,6 +105,7 @@ async def test_follows_the_candidate_by_name_through_a_republish(
         assert source.state == "left"
         assert await bot_listing(janus) == []
         await until(lambda: all(sink.ended), "the tracks to end after leave()")
+        assert PIN not in caplog.text
     finally:
         await source.leave()
         await alice.stop()

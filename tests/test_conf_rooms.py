@@ -23,7 +23,8 @@ def test_parses_both_kinds() -> None:
     assert isinstance(janus, JanusRoom)
     assert (janus.url, janus.room, janus.candidate) == (JANUS["url"], 1234, "Alice Candidate")
     assert janus.pin is not None and janus.pin.reveal() == "pin-9876"
-    assert parse_room({**JANUS, "url": "wss://janus.example.com/ws", "candidate": 4242}).candidate == 4242
+    by_id = parse_room({**JANUS, "url": "wss://janus.example.com/ws", "candidate": 4242})
+    assert isinstance(by_id, JanusRoom) and by_id.candidate == 4242
     whep = parse_room(WHEP)
     assert isinstance(whep, WhepRoom) and whep.bearer is not None and whep.bearer.reveal() == "tok-abcdef"
     assert parse_room({"kind": "whep", "url": "http://127.0.0.1:8889/cam/whep"}) == WhepRoom(

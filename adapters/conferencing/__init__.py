@@ -96,7 +96,7 @@ class Backoff:
         self.attempts = 0
 
     def next_delay(self) -> float:
-        delay = min(self.cap, self.first * 2 ** self.attempts)
+        delay = min(self.cap, self.first * 2.0 ** self.attempts)
         self.attempts += 1
         return delay * random.uniform(0.8, 1.0)
 
@@ -143,7 +143,7 @@ class JanusRoom:
 
     url: str
     room: int
-    candidate: str | int  # a display name (str) or a publisher/feed id (int)
+    candidate: str | int  # a display name, or a feed id (int; a string also matches a feed id as text)
     pin: Secret | None = field(default=None, repr=False)
     kind: Literal["janus"] = "janus"
 

@@ -30,6 +30,7 @@ The same requests also go over Janus' WebSocket transport (a ``ws(s)://`` room U
 """
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import logging
@@ -73,7 +74,7 @@ EventHandler = Callable[[dict[str, Any]], None]
 LostHandler = Callable[[Exception], None]
 
 
-class JanusSession:
+class JanusSession(abc.ABC):
     """One Janus session: requests, plugin messages, incoming events, keepalives.
 
     `create()` picks the transport from the URL: `HttpJanusSession` (``http(s)://``: POST requests,
@@ -155,13 +156,13 @@ class JanusSession:
             raise SessionLost(str(self.lost))
         return _checked_reply(await self._request(handle, payload, tx or secrets.token_hex(8)))
 
+    @abc.abstractmethod
     async def _request(self, handle: int | None, payload: dict[str, Any], tx: str) -> dict[str, Any]:
         """Send one request of this session (to ``handle`` if given); Janus' immediate reply."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def _receive_loop(self) -> None:
         """Hand every incoming event to `_dispatch` until the transport fails (-> `_lose`)."""
-        raise NotImplementedError
 
     async def _close_transport(self) -> None:
         """Release what the transport holds beyond the tasks."""
@@ -384,7 +385,7 @@ class JanusSource(SourceBase):
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        await self._drop_session(destroy=True)
+        await self._drop_session()
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -411,7 +412,7 @@ class JanusSource(SourceBase):
                     if not isinstance(exc, (JanusError, SessionLost, aiohttp.ClientError, asyncio.TimeoutError)):
                         log.exception("Janus adapter failed; joining again")
                     log.warning("left Janus room %s: %s; joining again", self.room.room, exc)
-                await self._drop_session(destroy=True)
+                await self._drop_session()
                 self._set_state("reconnecting")
                 await asyncio.sleep(self.backoff.next_delay())
         finally:
@@ -421,7 +422,8 @@ class JanusSource(SourceBase):
     async def _connect(self) -> None:
         """A new Janus session, the participant handle, and the join as a never-publishing participant."""
         assert self._http is not None
-        self._queue = queue = asyncio.Queue(MAX_QUEUED)  # events of an older session cannot reach it
+        queue: asyncio.Queue[_Item] = asyncio.Queue(MAX_QUEUED)  # events of an older session cannot reach it
+        self._queue = queue
         self._session = await JanusSession.create(
             self._http, self.room.url, keepalive_every=self.keepalive_every,
             on_event=lambda event: _offer(queue, _Item("event", event=event)),
@@ -553,7 +555,8 @@ class JanusSource(SourceBase):
         if handle is not None:
             await self._quietly(lambda session: session.detach(handle))
 
-    async def _drop_session(self, *, destroy: bool) -> None:
+    async def _drop_session(self) -> None:
+        """Leave the room and end the Janus session (best effort: it may be gone already)."""
         await self._unsubscribe()
         handle, self._handle = self._handle, None
         if handle is not None:
@@ -561,7 +564,7 @@ class JanusSource(SourceBase):
         session, self._session = self._session, None
         self._publishers = {}
         if session is not None:
-            await session.close(destroy=destroy)
+            await session.close(destroy=True)
 
     async def _quietly(self, call: Callable[[JanusSession], Any], timeout: float = 3.0) -> None:
         session = self._session
