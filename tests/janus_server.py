@@ -8,8 +8,8 @@
   folders hold symlinks to just those libraries: nothing else starts, no port clashes with other
   tests or a system Janus.
 - no STUN/TURN: host candidates only (the test peers are on this machine).
-- one room, `ROOM`, protected by `PIN`, with ``notify_joining`` so joins of non-publishers are
-  announced too.
+- one room, `ROOM`, protected by `PIN` (``pin=None``: open, as the Janus demo pages expect), with
+  ``notify_joining`` so joins of non-publishers are announced too.
 
 ``stop()`` and ``start()`` restart it on the SAME port (a "Janus restart" for the tests: every
 session is lost). ``log_tail()`` shows the end of its log for failure messages.
@@ -45,8 +45,9 @@ class JanusServer:
     """A real Janus process with only VideoRoom + HTTP, restartable on the same port."""
 
     def __init__(self, root: Path, port: int | None = None, *, session_timeout: int = 60,
-                 websocket: bool = False) -> None:
+                 websocket: bool = False, pin: str | None = PIN) -> None:
         self.root = root
+        self.pin = pin
         self.session_timeout = session_timeout
         self.ws_port = free_port() if websocket else None
         self.conf = root / "conf"
@@ -139,7 +140,7 @@ general: {{
 }}
 room-{ROOM}: {{
     description = "Interview room"
-    pin = "{PIN}"
+{f'    pin = "{self.pin}"' if self.pin is not None else ""}
     publishers = 6
     bitrate = 512000
     fir_freq = 2
