@@ -66,13 +66,13 @@ async def bot_listing(janus: JanusServer) -> list[dict[str, object]]:
 
 
 @pytest.mark.parametrize("transport", ["http", "websocket"])
-async def test_follows_the_candidate_by_name_through_a_republish(
+async def test_follows_the_candidate_by_name_through_a_republish_and_a_reload(
     janus: JanusServer, sink: TrackSink, transport: str, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     decoy = JanusPublisher(janus.url, ROOM, "Interviewer", pin=PIN, audio=MEDIA / "audio" / "french.aiff",
                            keepalive_every=KEEPALIVE)
-    alice = candidate(janus)
+    alice, alice2 = candidate(janus), candidate(janus)
     url = janus.url if transport == "http" else janus.ws_url
     source = JanusSource(room(janus, url=url), keepalive_every=KEEPALIVE)
     try:
@@ -97,6 +97,13 @@ async def test_follows_the_candidate_by_name_through_a_republish(
         await until(lambda: len(sink.tracks) == 4, "new tracks after the republish")
         await until(lambda: sink.count("video", 2) >= 10 and sink.count("audio", 2) >= 20, "frames after the republish")
         assert source.state == "receiving" and source.subscriptions == 2
+
+        # the candidate reloads the page: a new feed with the same name while the old one lingers
+        await alice2.start()
+        await until(lambda: source.subscriptions == 3 and len(sink.tracks) == 6, "the switch to the new feed")
+        await alice.stop()  # the stale feed goes: nothing changes for the adapter
+        await until(lambda: sink.count("video", 4) >= 10 and sink.count("audio", 4) >= 20, "frames of the new feed")
+        assert source.state == "receiving" and source.subscriptions == 3
         [bot] = await bot_listing(janus)
         assert bot["publisher"] is False  # it never publishes
         assert source.joins == 1
@@ -109,6 +116,7 @@ async def test_follows_the_candidate_by_name_through_a_republish(
     finally:
         await source.leave()
         await alice.stop()
+        await alice2.stop()
         await decoy.stop()
 
 
