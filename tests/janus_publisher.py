@@ -1,9 +1,9 @@
 """A Janus VideoRoom participant for tests: publishes real media with aiortc, under a display name.
 
 `JanusPublisher` joins a room (``ptype: publisher``) and publishes looping media from the shared
-media folder (`tests.candidate_peer.LoopingTrack`): video and/or audio. It can unpublish and
-publish again (the candidate's camera toggled), and `reconnect()` after a Janus restart (a new
-session, a new feed id, the same display name). It reuses the adapter's `JanusSession` for the
+media folder (`tests.candidate_peer.LoopingTrack`): video and/or audio. It can add the camera
+later (a renegotiation), unpublish and publish again, and `reconnect()` after a Janus restart (a
+new session, a new feed id, the same display name). It reuses the adapter's `JanusSession` for the
 HTTP API (create, attach, messages, long poll, keepalive).
 
 `room_participants()` asks the VideoRoom who is in a room (``listparticipants``), with a session of
@@ -66,6 +66,17 @@ class JanusPublisher:
         assert jsep is not None and jsep["type"] == "answer", jsep
         await pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type="answer"))
         await self._session.trickle_completed(self._handle)
+
+    async def add_video(self, video: Path) -> None:
+        """Turn the camera on while publishing: add a video track and renegotiate (``configure``)."""
+        assert self._session is not None and self._handle is not None and self._pc is not None
+        self.video = video
+        self._pc.addTrack(LoopingTrack(video, "video"))
+        await self._pc.setLocalDescription(await self._pc.createOffer())
+        _, jsep = await self._session.message(
+            self._handle, {"request": "configure"}, jsep={"type": "offer", "sdp": self._pc.localDescription.sdp})
+        assert jsep is not None and jsep["type"] == "answer", jsep
+        await self._pc.setRemoteDescription(RTCSessionDescription(sdp=jsep["sdp"], type="answer"))
 
     async def unpublish(self) -> None:
         assert self._session is not None and self._handle is not None

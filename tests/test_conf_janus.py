@@ -120,6 +120,23 @@ async def test_follows_the_candidate_by_name_through_a_republish_and_a_reload(
         await decoy.stop()
 
 
+async def test_follows_the_candidate_turning_the_camera_on(janus: JanusServer, sink: TrackSink) -> None:
+    """Audio first, then a video stream added to the same feed: the adapter subscribes again for both."""
+    alice = JanusPublisher(janus.url, ROOM, CANDIDATE, pin=PIN, audio=ENGLISH_AUDIO, keepalive_every=KEEPALIVE)
+    source = JanusSource(room(janus), keepalive_every=KEEPALIVE)
+    try:
+        await alice.start()
+        await source.join(sink.on_track)
+        await until(lambda: sink.count("audio") >= 10, "audio frames")
+        assert sink.kinds() == ["audio"]
+        await alice.add_video(STUDENT_VIDEO)
+        await until(lambda: sink.count("video") >= 10 and sink.count("audio", 1) >= 10, "video and audio of the new feed")
+        assert sink.kinds(1) == ["audio", "video"] and source.subscriptions == 2
+    finally:
+        await source.leave()
+        await alice.stop()
+
+
 async def test_rejoins_after_janus_restarts(janus: JanusServer, sink: TrackSink) -> None:
     alice = candidate(janus)
     source = JanusSource(room(janus), keepalive_every=KEEPALIVE)
