@@ -5,6 +5,7 @@
 - ``settings``: `bot.settings.Settings` with ``data_dir=tmp_path``, the shared models and ``mongo_server``.
 - ``store``: `adapters.store.Store` opened on ``settings`` and closed after the test.
 - ``smtp_server``: aiosmtpd on a free port (`tests.support.servers.SmtpServer`).
+- ``redis_server``: Debian's redis-server on a free port (`tests.support.redis_server.RedisServer`), restartable.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.paths import MODELS
+from tests.support.redis_server import RedisServer
 from tests.support.servers import MongoServer, SmtpServer, SmtpSink, free_port
 
 if not os.environ.get("PROCTOR_MODELS_DIR"):
@@ -67,3 +69,13 @@ def smtp_server() -> Iterator[SmtpServer]:
         yield SmtpServer("127.0.0.1", port, sink)
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,7 +1,7 @@
 """The Janus VideoRoom adapter against Debian's real Janus, with an aiortc candidate publishing real media.
 
-Janus (`tests.janus_server`) runs with the VideoRoom plugin and the HTTP and WebSocket transports. The
-candidate (`tests.janus_publisher`) publishes
+Janus (`tests.support.janus_server`) runs with the VideoRoom plugin and the HTTP and WebSocket transports. The
+candidate (`tests.support.janus_publisher`) publishes
 ``student.mkv`` and ``english.wav`` under a display name; a decoy publishes audio only under
 another name.
 """
@@ -17,10 +17,11 @@ import pytest
 
 from adapters.conferencing import BOT_DISPLAY_NAME, JanusRoom, JoinError, parse_room
 from adapters.conferencing.janus import JanusSource
-from tests.candidate_peer import ENGLISH_AUDIO, MEDIA, STUDENT_VIDEO
-from tests.janus_publisher import JanusPublisher, room_participants
-from tests.janus_server import PIN, ROOM, JanusServer, janus_executable
-from tests.media_sink import TrackSink, until
+from tests.support.candidate import ENGLISH_AUDIO, STUDENT_VIDEO
+from tests.support.janus_publisher import JanusPublisher, room_participants
+from tests.support.janus_server import PIN, ROOM, JanusServer, janus_executable
+from tests.support.media_sink import TrackSink, until
+from tests.support.paths import MEDIA
 
 pytestmark = [
     pytest.mark.slow,

@@ -19,9 +19,9 @@ from aiohttp import web
 
 from adapters.conferencing import JanusRoom
 from adapters.conferencing.janus import JanusSource
-from tests.janus_publisher import room_participants
-from tests.janus_server import ROOM, JanusServer, janus_executable
-from tests.media_sink import TrackSink, until
+from tests.support.janus_publisher import room_participants
+from tests.support.janus_server import ROOM, JanusServer, janus_executable
+from tests.support.media_sink import TrackSink, until
 
 DEMOS = Path("/usr/share/janus/demos")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -9,9 +9,16 @@ from typing import Any
 import pytest
 
 from adapters.conferencing import (
-    JanusRoom, JoinError, MediaSource, RoomError, Secret, WhepRoom, open_source, parse_room,
+    JanusRoom,
+    JoinError,
+    MediaSource,
+    RoomError,
+    Secret,
+    WhepRoom,
+    open_source,
+    parse_room,
 )
-from tests.media_sink import until
+from tests.support.media_sink import until
 
 JANUS = {"kind": "janus", "url": "https://janus.example.com:8089/janus", "room": 1234, "pin": "pin-9876",
          "candidate": "Alice Candidate"}

@@ -1,4 +1,4 @@
-"""The WHEP adapter against a WHEP endpoint built for the test over aiortc + aiohttp (`tests.whep_endpoint`).
+"""The WHEP adapter against a WHEP endpoint built for the test over aiortc + aiohttp (`tests.support.whep_endpoint`).
 
 There is no WHEP server package here; the endpoint follows RFC 9725 (POST offer -> 201 answer +
 Location, DELETE the resource, bearer tokens) and plays ``student.mkv`` and ``english.wav``.
@@ -13,9 +13,9 @@ import pytest
 
 from adapters.conferencing import JoinError, WhepRoom, parse_room
 from adapters.conferencing.whep import WhepSource
-from tests.candidate_peer import ENGLISH_AUDIO, STUDENT_VIDEO
-from tests.media_sink import TrackSink, until
-from tests.whep_endpoint import WhepEndpoint
+from tests.support.candidate import ENGLISH_AUDIO, STUDENT_VIDEO
+from tests.support.media_sink import TrackSink, until
+from tests.support.whep_endpoint import WhepEndpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 

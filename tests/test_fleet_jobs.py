@@ -1,5 +1,5 @@
 """Dispatch on a real redis-server, real workers (in-process and ``python -m bot.fleet.worker``), real
-child processes running ``tests.fleet_jobs:run``."""
+child processes running ``tests.support.fleet_jobs:run``."""
 from __future__ import annotations
 
 import asyncio
@@ -17,19 +17,19 @@ import pytest
 from bot.fleet import FleetSettings, Job
 from bot.fleet.jobs import RedisDispatch, RedisJobSource
 from bot.fleet.worker import LocalJobs, Worker
-from tests.fleet_jobs import alive, read_log, starts, until
-from tests.redis_server import RedisServer, redis_server  # noqa: F401  (fixture)
+from tests.support.fleet_jobs import alive, read_log, starts, until
+from tests.support.redis_server import RedisServer
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
-TARGET = "tests.fleet_jobs:run"
+TARGET = "tests.support.fleet_jobs:run"
 FAST = FleetSettings(call_timeout=3, max_calls=4, worker_timeout=2, stop_timeout=3, heartbeat_interval=0.2,
                      restart_delay=0.05)
 WORKER_TIMEOUT = 3  # s, for the worker processes (PROCTOR_WORKER_TIMEOUT)
 
 
 @pytest.fixture
-async def dispatch(redis_server: RedisServer) -> AsyncIterator[RedisDispatch]:  # noqa: F811
+async def dispatch(redis_server: RedisServer) -> AsyncIterator[RedisDispatch]:
     d = RedisDispatch(redis_server.url)
     yield d
     await d.close()
@@ -49,7 +49,7 @@ async def worker(source: Any, settings: FleetSettings = FAST) -> AsyncIterator[W
 
 
 @pytest.fixture
-def worker_procs(redis_server: RedisServer, tmp_path: Path) -> Iterator[dict[str, subprocess.Popen[bytes]]]:  # noqa: F811
+def worker_procs(redis_server: RedisServer, tmp_path: Path) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     """``start(worker_id)`` starts a real worker process; all are killed after the test."""
     procs: dict[str, subprocess.Popen[bytes]] = {}
     env = {**os.environ, "PROCTOR_WORKER_TIMEOUT": str(WORKER_TIMEOUT)}
@@ -68,7 +68,7 @@ def worker_procs(redis_server: RedisServer, tmp_path: Path) -> Iterator[dict[str
         p.wait(5)
 
 
-async def test_claim_heartbeat_end_ack(dispatch: RedisDispatch, redis_server: RedisServer, tmp_path: Path) -> None:  # noqa: F811
+async def test_claim_heartbeat_end_ack(dispatch: RedisDispatch, redis_server: RedisServer, tmp_path: Path) -> None:
     log = tmp_path / "log"
     async with worker(RedisJobSource(redis_server.url, worker_id="w1", worker_timeout=2)):
         await dispatch.submit(Job("iv1", {"log": str(log)}), claim_timeout=3)
@@ -94,7 +94,7 @@ async def eventually(read: Callable[[], Awaitable[T]], ok: Callable[[T], bool], 
         await asyncio.sleep(0.05)
 
 
-async def test_unclaimed_job_is_cancelled_and_never_started(dispatch: RedisDispatch, redis_server: RedisServer,  # noqa: F811
+async def test_unclaimed_job_is_cancelled_and_never_started(dispatch: RedisDispatch, redis_server: RedisServer,
                                                             tmp_path: Path) -> None:
     log = tmp_path / "log"
     await dispatch.submit(Job("late", {"log": str(log)}), claim_timeout=0.4)
@@ -112,7 +112,7 @@ async def test_unclaimed_job_is_cancelled_and_never_started(dispatch: RedisDispa
     assert await dispatch.redis.xlen(dispatch.stream) == 0
 
 
-async def test_stopped_worker_hands_its_call_off_at_once(dispatch: RedisDispatch, redis_server: RedisServer,  # noqa: F811
+async def test_stopped_worker_hands_its_call_off_at_once(dispatch: RedisDispatch, redis_server: RedisServer,
                                                          tmp_path: Path) -> None:
     log = tmp_path / "log"
     slow = FleetSettings(**{**FAST.__dict__, "worker_timeout": 10})  # a takeover by timeout would be too late
@@ -168,7 +168,7 @@ async def test_sigterm_drains(dispatch: RedisDispatch, worker_procs: Any, tmp_pa
     assert await dispatch.redis.xlen(dispatch.stream) == 0
 
 
-async def test_redis_restart_mid_call(dispatch: RedisDispatch, redis_server: RedisServer, tmp_path: Path) -> None:  # noqa: F811
+async def test_redis_restart_mid_call(dispatch: RedisDispatch, redis_server: RedisServer, tmp_path: Path) -> None:
     log = tmp_path / "log"
     async with worker(RedisJobSource(redis_server.url, worker_id="w1", worker_timeout=2)):
         await dispatch.submit(Job("iv3", {"log": str(log)}), claim_timeout=3)

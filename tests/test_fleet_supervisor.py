@@ -1,4 +1,4 @@
-"""The supervisor on real child processes (spawn) running ``tests.fleet_jobs:run``."""
+"""The supervisor on real child processes (spawn) running ``tests.support.fleet_jobs:run``."""
 from __future__ import annotations
 
 import asyncio
@@ -13,10 +13,10 @@ import pytest
 
 from bot.fleet import FleetSettings, Job
 from bot.fleet.supervisor import Supervisor, SupervisorFull
-from tests.fleet_jobs import alive, read_log, starts, until
+from tests.support.fleet_jobs import alive, read_log, starts, until
 
 REPO = Path(__file__).resolve().parents[1]
-TARGET = "tests.fleet_jobs:run"
+TARGET = "tests.support.fleet_jobs:run"
 FAST = FleetSettings(call_timeout=1.5, call_memory_mb=400, max_calls=4, max_restarts=3, stop_timeout=3,
                      heartbeat_interval=0.2, restart_delay=0.05)
 
@@ -123,7 +123,7 @@ from bot.fleet import FleetSettings, Job
 from bot.fleet.supervisor import Supervisor
 
 async def main():
-    async with Supervisor("tests.fleet_jobs:run", FleetSettings(heartbeat_interval=0.2)) as sup:
+    async with Supervisor("tests.support.fleet_jobs:run", FleetSettings(heartbeat_interval=0.2)) as sup:
         sup.start_call(Job("orphan", {"log": sys.argv[1], "plan": ["ignore_stop"]}))
         await asyncio.sleep(3600)
 

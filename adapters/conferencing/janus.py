@@ -44,7 +44,13 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
 from adapters.conferencing import (
-    BOT_DISPLAY_NAME, Backoff, JanusRoom, JoinError, SourceBase, StateHandler, TrackHandler,
+    BOT_DISPLAY_NAME,
+    Backoff,
+    JanusRoom,
+    JoinError,
+    SourceBase,
+    StateHandler,
+    TrackHandler,
 )
 
 log = logging.getLogger(__name__)
@@ -143,7 +149,7 @@ class JanusSession(abc.ABC):
         if destroy and self.lost is None:
             try:
                 await asyncio.wait_for(self._checked(None, {"janus": "destroy"}), timeout)
-            except (JanusError, SessionLost, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, JanusError, SessionLost, aiohttp.ClientError) as exc:
                 log.info("Janus session %s not destroyed: %s", self.id, exc)
         for task in self._tasks:
             task.cancel()
@@ -164,7 +170,7 @@ class JanusSession(abc.ABC):
     async def _receive_loop(self) -> None:
         """Hand every incoming event to `_dispatch` until the transport fails (-> `_lose`)."""
 
-    async def _close_transport(self) -> None:
+    async def _close_transport(self) -> None:  # noqa: B027 - a hook: most transports hold nothing more
         """Release what the transport holds beyond the tasks."""
 
     async def _keepalive_loop(self) -> None:
@@ -174,7 +180,7 @@ class JanusSession(abc.ABC):
                 await self._checked(None, {"janus": "keepalive"})
         except asyncio.CancelledError:
             raise
-        except (SessionLost, JanusError, aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, SessionLost, JanusError, aiohttp.ClientError, ValueError) as exc:
             self._lose(exc)
 
     def _dispatch(self, event: Any) -> None:
@@ -218,7 +224,8 @@ class HttpJanusSession(JanusSession):
 
     @classmethod
     async def open(cls, http: aiohttp.ClientSession, url: str, **kwargs: Any) -> HttpJanusSession:
-        reply = _checked_reply(await _post(http, url.rstrip("/"), {"janus": "create", "transaction": secrets.token_hex(8)}))
+        create = {"janus": "create", "transaction": secrets.token_hex(8)}
+        reply = _checked_reply(await _post(http, url.rstrip("/"), create))
         return cls(http, url, int(reply["data"]["id"]), **kwargs)
 
     async def _request(self, handle: int | None, payload: dict[str, Any], tx: str) -> dict[str, Any]:
@@ -238,7 +245,7 @@ class HttpJanusSession(JanusSession):
                     self._dispatch(event)
         except asyncio.CancelledError:
             raise
-        except (SessionLost, JanusError, aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, SessionLost, JanusError, aiohttp.ClientError, ValueError) as exc:
             self._lose(exc)
 
 
@@ -572,7 +579,7 @@ class JanusSource(SourceBase):
             return
         try:
             await asyncio.wait_for(call(session), timeout)
-        except (JanusError, SessionLost, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, JanusError, SessionLost, aiohttp.ClientError) as exc:
             log.info("Janus cleanup request failed: %s", exc)
 
     def _track(self, track: MediaStreamTrack) -> None:

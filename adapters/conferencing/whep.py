@@ -80,7 +80,7 @@ class WhepSession:
                 async with http.delete(resource, headers=headers,
                                        timeout=aiohttp.ClientTimeout(total=5)) as resp:
                     log.info("WHEP DELETE: HTTP %s", resp.status)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 log.info("WHEP DELETE failed: %s", exc)
         await self.pc.close()
 
@@ -149,7 +149,7 @@ class WhepSource(SourceBase):
                 await asyncio.sleep(self.backoff.next_delay())
                 try:
                     await self._open()
-                except (WhepError, aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                except (TimeoutError, WhepError, aiohttp.ClientError, ValueError) as exc:
                     log.warning("WHEP reconnection failed: %s", exc)
                     missing = isinstance(exc, WhepError) and exc.status in NOT_THERE_YET
                     self._set_state("waiting for the candidate" if missing else "reconnecting")

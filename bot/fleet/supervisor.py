@@ -110,7 +110,7 @@ def _import_target(spec: str) -> Callable[[Job, CallControl], Awaitable[None]]:
     fn = getattr(importlib.import_module(module_name), attr)
     if not inspect.iscoroutinefunction(fn):
         raise TypeError(f"{spec} must be an async function (job, control)")
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 async def _child_run(target: str, control: CallControl, conn: Connection, interval: float) -> None:

@@ -1,7 +1,7 @@
 """A small WHEP endpoint (RFC 9725) for tests, built over aiortc + aiohttp.
 
 There is no WHEP server package here (no MediaMTX, SRS, Janus WHEP gateway...), so the tests use
-this one: it plays looping media from the shared folder (`tests.candidate_peer.LoopingTrack`) to
+this one: it plays looping media from the shared folder (`tests.support.candidate.LoopingTrack`) to
 every session, as a media server plays a published stream.
 
 - ``POST /whep/<stream>`` with ``Content-Type: application/sdp`` and the complete offer -> ``201``,
@@ -23,7 +23,7 @@ from pathlib import Path
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from tests.candidate_peer import LoopingTrack
+from tests.support.candidate import LoopingTrack
 
 
 class WhepEndpoint:

@@ -1,7 +1,7 @@
 """A Janus VideoRoom participant for tests: publishes real media with aiortc, under a display name.
 
 `JanusPublisher` joins a room (``ptype: publisher``) and publishes looping media from the shared
-media folder (`tests.candidate_peer.LoopingTrack`): video and/or audio. It can add the camera
+media folder (`tests.support.candidate.LoopingTrack`): video and/or audio. It can add the camera
 later (a renegotiation), unpublish and publish again, and `reconnect()` after a Janus restart (a
 new session, a new feed id, the same display name). It reuses the adapter's `JanusSession` for the
 HTTP API (create, attach, messages, long poll, keepalive).
@@ -18,7 +18,7 @@ import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from adapters.conferencing.janus import VIDEOROOM, JanusSession
-from tests.candidate_peer import LoopingTrack
+from tests.support.candidate import LoopingTrack
 
 
 class JanusPublisher:
