@@ -8,6 +8,7 @@ from typing import Any
 # Every event type, in report order.
 FACE_MISSING = "face_missing"
 MULTIPLE_FACES = "multiple_faces"
+IDENTITY_CHANGED = "identity_changed"  # the face in the seat is not the enrolled candidate's
 LOOKING_AWAY = "looking_away"
 EYES_CLOSED = "eyes_closed"
 SUSPICIOUS_OBJECT = "suspicious_object"
@@ -21,6 +22,7 @@ MEDIA_LOST = "media_lost"  # live only: a track sent no frames for N seconds
 EVENT_TYPES: tuple[str, ...] = (
     FACE_MISSING,
     MULTIPLE_FACES,
+    IDENTITY_CHANGED,
     LOOKING_AWAY,
     EYES_CLOSED,
     SUSPICIOUS_OBJECT,
@@ -35,6 +37,7 @@ EVENT_TYPES: tuple[str, ...] = (
 EVENT_TITLES: dict[str, str] = {
     FACE_MISSING: "Face missing",
     MULTIPLE_FACES: "Several faces",
+    IDENTITY_CHANGED: "Different person",
     LOOKING_AWAY: "Looking away",
     EYES_CLOSED: "Eyes closed",
     SUSPICIOUS_OBJECT: "Suspicious object",

@@ -18,10 +18,12 @@ from adapters.models import resolve
 from bot.detectors.audio import VoiceActivity
 from bot.detectors.camera import CameraHealth
 from bot.detectors.faces import FaceDetector
+from bot.detectors.identity import IdentityDetector
 from bot.detectors.objects import ObjectDetector
+from bot.events import IDENTITY_CHANGED
 from bot.frames import AudioChunk, VideoFrame
 from bot.media import SampledFrame
-from bot.observations import Observation
+from bot.observations import FaceObservation, Observation
 from bot.policy import Policy
 from bot.rules import EventChange, RuleEngine
 from bot.settings import Settings
@@ -36,6 +38,7 @@ class Detectors:
     objects: ObjectDetector
     camera: CameraHealth
     voice: VoiceActivity
+    identity: IdentityDetector | None = None
 
     @classmethod
     def load(cls, policy: Policy, settings: Settings) -> "Detectors":
@@ -46,11 +49,16 @@ class Detectors:
             objects=ObjectDetector(policy, resolve("yolo", settings)),
             camera=CameraHealth(policy),
             voice=VoiceActivity(policy),
+            identity=(IdentityDetector(policy, resolve("face_recognition", settings))
+                      if policy.rules.get("identity_changed") and policy.rules["identity_changed"].enabled
+                      else None),
         )
 
     def close(self) -> None:
         self.faces.close()
         self.objects.close()
+        if self.identity is not None:
+            self.identity.close()
 
 
 def encode_snapshot(image: np.ndarray) -> bytes:
@@ -90,6 +98,8 @@ class Analyzer:
         self.policy = policy
         self.detectors = detectors
         self.rules = RuleEngine(policy, interview_id=interview_id)
+        if detectors.identity is not None:
+            detectors.identity.reset()  # a new interview enrols its own candidate
         self.timings = Timings()
         self._last_frame: VideoFrame | None = None
         self.samples = 0
@@ -110,6 +120,13 @@ class Analyzer:
                 started = time.perf_counter()
                 observations.append(detector.process(frame))
                 self.timings.add(name, started)
+        face_obs = next((o for o in observations if isinstance(o, FaceObservation)), None)
+        if d.identity is not None and face_obs is not None and d.identity.due(frame.t):
+            started = time.perf_counter()
+            checked = d.identity.process(frame, face_obs)
+            if checked is not None:
+                observations.append(checked)
+                self.timings.add("identity", started)
         return self.observe(*observations)
 
     def audio(self, chunk: AudioChunk) -> list[EventChange]:
@@ -137,4 +154,9 @@ class Analyzer:
         """The frame that made a rule fire is the event's evidence; later changes keep it."""
         for change in changes:
             if change.kind == "opened" and change.event.snapshot is None and self._last_frame is not None:
-                change.event.snapshot = encode_snapshot(self._last_frame.image)
+                image = self._last_frame.image
+                if change.event.type == IDENTITY_CHANGED and self.detectors.identity is not None:
+                    image = self.detectors.identity.evidence(image)
+                    if image is None:
+                        image = self._last_frame.image
+                change.event.snapshot = encode_snapshot(image)
