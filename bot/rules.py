@@ -19,8 +19,8 @@ How a condition becomes an event (every rule, with its `Rule` from the policy):
 
 Rule by rule:
 
-- face_missing: ``count == 0`` and nobody in the seat: no person box in the seat (`bot.detectors.person`) in the
-  latest object sample, if it is at most ``SEAT_TTL`` s old. A person in the seat whose face cannot be seen (head
+- face_missing: ``count == 0`` and nobody in the seat: the latest object sample (at most ``SEAT_TTL`` s old) did
+  not find the candidate's body, followed since their face was last seen (`bot.detectors.person.track_seat`). A person in the seat whose face cannot be seen (head
   down over a phone, turned away) is looking_away with ``detail.face_hidden``, not face_missing.
 - multiple_faces: ``count >= 2``; strength: the second face's score; detail: max ``count``.
 - identity_changed: an identity check (``IdentityObservation``) whose ``distance > threshold``; strength grows
@@ -87,7 +87,7 @@ from bot.observations import (
     PageObservation,
     TrackObservation,
 )
-from bot.detectors.person import faceless, people, seat_occupant
+from bot.detectors.person import faceless, people, track_seat
 from bot.policy import Policy, Rule
 
 ChangeKind = Literal["opened", "updated", "closed"]
@@ -330,8 +330,8 @@ class RuleEngine:
         self._pages: dict[str, _PageState] = {}
         self._faces: deque[_FaceSample] = deque()
         self._audio: deque[AudioObservation] = deque()  # chunks waiting for the face samples over them
-        self._seated_at: float | None = None  # time of the latest object sample with a person in the seat
-        self._objects_at: float | None = None  # time of the latest object sample
+        self._seat: tuple | None = None  # the seat occupant's person box at the latest object sample
+        self._objects_at = -math.inf  # time of the latest object sample
         self._face_boxes: tuple[float, tuple] = (-math.inf, ())  # latest face sample: time, boxes
         fps = max(policy.sampling.face_fps, 0.1)
         self._margin = max(0.25, 1.0 / fps)
@@ -418,8 +418,7 @@ class RuleEngine:
 
         t = o.t
         self._face_boxes = (t, tuple(f.box for f in o.faces))
-        seated = (self._seated_at is not None and self._seated_at == self._objects_at
-                  and t - self._seated_at <= SEAT_TTL + EPS)
+        seated = self._seat is not None and t - self._objects_at <= SEAT_TTL + EPS
         out = self._sample(self._run("face_missing", FACE_MISSING), t, t, o.count == 0 and not seated, cause=t)
 
         scores = sorted((f.score for f in o.faces), reverse=True)
@@ -489,9 +488,10 @@ class RuleEngine:
     def _objects(self, o: ObjectObservation) -> list[EventChange]:
         t = o.t
         out: list[EventChange] = []
+        face_t, boxes = self._face_boxes
+        recent = boxes if t - face_t <= FACE_TTL + EPS else ()
+        self._seat = track_seat(self._seat, o.detections, o.frame_size, recent)
         self._objects_at = t
-        if seat_occupant(o.detections, o.frame_size) is not None:
-            self._seated_at = t
         rule = self._rule("suspicious_object")
         if rule is not None:
             labels = dict.fromkeys(l.strip().lower() for l in rule.labels)
@@ -509,8 +509,7 @@ class RuleEngine:
             persons = people(o.detections, rule.threshold)
             conf = sorted((d.confidence for d in persons), reverse=True)
             second = conf[1] if len(conf) >= 2 else 0.0
-            face_t, boxes = self._face_boxes
-            hidden = faceless(persons, boxes if t - face_t <= FACE_TTL + EPS else ())
+            hidden = faceless(persons, recent)
             out += self._sample(
                 self._run("extra_person", SUSPICIOUS_OBJECT, "person",
                           merge=_merge_extremes(max_keys=("count", "confidence", "faceless"))),

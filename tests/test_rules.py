@@ -405,7 +405,8 @@ def seen(start: float, end: float, dets: tuple[Detection, ...]) -> list[ObjectOb
 
 def test_a_person_in_the_seat_without_a_face_is_looking_away_not_face_missing():
     # 0-3 s face visible; 3-12 s no face but the person still in the seat (head down); 12-20 s nobody
-    obs = faces(0, 3) + faces(3, 20, lambda t: face(t, 0))
+    visible = lambda t: FaceObservation(t, 1, (Face((280, 90, 80, 90), 0.9),))
+    obs = faces(0, 3, visible) + faces(3, 20, lambda t: face(t, 0))
     obs += seen(0, 12, (SEATED,)) + seen(12, 20, ())
     run = Run(obs, end=20)
     [away] = run.events(LOOKING_AWAY)
@@ -415,15 +416,17 @@ def test_a_person_in_the_seat_without_a_face_is_looking_away_not_face_missing():
     assert missing.start == pytest.approx(12.0, abs=1.01)  # only once the seat is empty
 
 
-def test_a_passer_by_seen_from_behind_is_still_face_missing():
-    obs = faces(0, 12, lambda t: face(t, 0)) + seen(0, 12, (PASSER_BY,))
-    run = Run(obs, end=12)
-    assert [e.type for e in run.events()] == [FACE_MISSING]
+def test_people_seen_only_from_behind_are_not_in_the_seat():
+    # a passer-by far away, and someone as large as a seated candidate who never showed a face
+    for who in (PASSER_BY, SEATED):
+        obs = faces(0, 12, lambda t: face(t, 0)) + seen(0, 12, (who,))
+        assert [e.type for e in Run(obs, end=12).events()] == [FACE_MISSING]
 
 
 def test_a_stale_object_sample_does_not_keep_the_seat():
     # objects stop arriving (detector disabled or stalled): the seat is not assumed occupied
-    obs = faces(0, 12, lambda t: face(t, 0)) + seen(0, 1, (SEATED,))
+    visible = lambda t: FaceObservation(t, 1, (Face((280, 90, 80, 90), 0.9),))
+    obs = faces(0, 1, visible) + faces(1, 12, lambda t: face(t, 0)) + seen(0, 1, (SEATED,))
     assert [e.type for e in Run(obs, end=12).events()] == [FACE_MISSING]
 
 
