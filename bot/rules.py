@@ -26,6 +26,8 @@ Rule by rule:
 - identity_changed: an identity check (``IdentityObservation``) whose ``distance > threshold``; strength grows
   with the distance past the threshold; detail: the largest distance. Only checks count: a face that is turned,
   hidden or one of several is not checked, so it neither starts nor ends the event.
+- eyes_closed is not judged while the head is tilted down (pitch < -``LOOKING_DOWN`` x the pitch threshold):
+  lowered eyelids over a phone or a desk look closed (phone_in_hand_front.mp4).
 - looking_away / eyes_closed: the detector's ``looking_away`` flag / ``eyes_closed > threshold``. With no face in
   the frame they are false (face_missing covers that), so an event does not outlive the face.
 - suspicious_object: one run per label in ``rule.labels`` (``"person"`` excepted: extra_person owns it);
@@ -96,6 +98,7 @@ EPS = 1e-6
 NO_FACE_FACTOR = 0.6  # background voice with no face on camera: lower confidence
 CONFIDENCE_STEP = 0.1  # a confidence change this large is worth an "updated"
 SEAT_TTL = 1.6  # s an object sample's "person in the seat" holds for the face samples after it (objects: 1/s)
+LOOKING_DOWN = 0.8  # pitch below -this x detection.pitch_threshold: eyes_closed is not judged
 FACE_TTL = 0.5  # s a face sample's boxes hold for the object samples after it
 _ID_NAMESPACE = uuid.UUID("6f1c4a52-8d0e-4c1e-9a57-2f0b7c1d9e31")
 
@@ -438,6 +441,8 @@ class RuleEngine:
         closed: bool | None = False
         if o.count >= 1:
             closed = None if o.eyes_closed is None or rule is None else o.eyes_closed > rule.threshold
+            if o.pitch is not None and o.pitch < -LOOKING_DOWN * self.policy.detection.pitch_threshold:
+                closed = None  # eyelids of someone looking down look closed: looking_away tells it, not this
         out += self._sample(
             self._run("eyes_closed", EYES_CLOSED, merge=_merge_extremes(max_keys=("eyes_closed",))),
             t, t, closed, cause=t, strength=o.eyes_closed or 0.0, detail={"eyes_closed": _r(o.eyes_closed)})

@@ -460,3 +460,10 @@ def test_identity_changed_needs_a_different_face_over_the_dwell():
     assert opened.t == pytest.approx(14.0)  # three checks 2 s apart: fires at the dwell
     # one odd check (a blur, a hand over the face) is not an event
     assert Run(identity(0, 30, lambda t: 0.56 if t == 12 else 0.3), end=30).events() == []
+
+
+def test_eyes_looking_down_are_not_closed_eyes():
+    down = faces(0, 8, lambda t: face(t, eyes_closed=0.7, pitch=-28.0, looking_away=True))
+    assert [e.type for e in Run(down, end=8).events()] == [LOOKING_AWAY]
+    level = faces(0, 8, lambda t: face(t, eyes_closed=0.7, pitch=-5.0))
+    assert [e.type for e in Run(level, end=8).events()] == [EYES_CLOSED]
