@@ -168,6 +168,8 @@ class Policy:
                 raise PolicyError(f"sampling.{name} must be in (0, 30], got {v}")
         if not 0.1 <= s.audio_chunk <= 5:
             raise PolicyError(f"sampling.audio_chunk must be in [0.1, 5] seconds, got {s.audio_chunk}")
+        if not 0.2 <= s.identity_every <= 60:
+            raise PolicyError(f"sampling.identity_every must be in [0.2, 60] seconds, got {s.identity_every}")
         for name, r in self.rules.items():
             if r.dwell < 0 or r.window < 0 or r.gap < 0:
                 raise PolicyError(f"rules.{name}: dwell, window and gap must be >= 0")

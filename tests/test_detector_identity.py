@@ -142,3 +142,12 @@ def test_same_person_across_clips_and_light_is_no_event(swap):
     start, end = timeline.window("D")
     wrong = [e for e in events if e.type == "identity_changed" and not (e.start < end + 2.5 and e.end > start)]
     assert not wrong, wrong
+
+
+def test_the_check_interval_is_a_policy_setting():
+    from bot.policy import PolicyError
+
+    assert Policy.from_dict({"sampling": {"identity_every": 3}}).sampling.identity_every == 3.0
+    with pytest.raises(PolicyError, match="identity_every"):
+        Policy.from_dict({"sampling": {"identity_every": 0}})
+    assert Policy().rules["identity_changed"].threshold == 0.45
