@@ -121,7 +121,8 @@ class Analyzer:
                 observations.append(detector.process(frame))
                 self.timings.add(name, started)
         face_obs = next((o for o in observations if isinstance(o, FaceObservation)), None)
-        if d.identity is not None and face_obs is not None and d.identity.due(frame.t):
+        # not on a frame that also ran YOLO: one embedding (~150 ms) plus both would overrun a 5/s face period
+        if d.identity is not None and face_obs is not None and "objects" not in due and d.identity.due(frame.t):
             started = time.perf_counter()
             checked = d.identity.process(frame, face_obs)
             if checked is not None:

@@ -20,8 +20,9 @@ not an event).
   side as evidence (`evidence()`).
 
 Cost: one embedding (chip + descriptor) ~130 ms of CPU on this 2-core machine (dlib-bin, AVX, no BLAS; thread
-time measured by benchmarks/identity_distances.py), i.e. ~65 ms per second of video at one check every 2 s; the
-enrolment takes 5 checks 0.4 s apart.
+time, benchmarks/identity_distances.py; 150 ms mean wall time in benchmarks/bench_detectors.py), i.e. ~65-75 ms
+per second of video at one check every 2 s, more than YOLO at 1/s; the enrolment takes 5 checks 0.4 s apart.
+The pipeline never runs a check on a frame that also runs YOLO.
 """
 from __future__ import annotations
 
