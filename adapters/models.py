@@ -111,6 +111,76 @@ MODELS: dict[str, ModelSpec] = {
     ),
 }
 
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model file that a pinned Python package ships (installed with the project, never downloaded)."""
+
+    name: str
+    file: str
+    sha256: str
+    size: int
+    package: str  # import name of the package that holds it
+    subdir: str  # folder inside the package
+    pip: str  # what to install when it is missing
+    license: str = ""
+
+
+PACKAGED: dict[str, PackagedModel] = {
+    # dlib's ResNet face recognition model (128-d embeddings), as face-recognition-models 0.3.0 ships it.
+    "face_recognition": PackagedModel(
+        name="face_recognition",
+        file="dlib_face_recognition_resnet_model_v1.dat",
+        sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        size=22_466_066,
+        package="face_recognition_models",
+        subdir="models",
+        pip="pip install face-recognition-models==0.3.0 dlib-bin==20.0.1.post1",
+        license="CC0-1.0 (dlib-models)",
+    ),
+}
+
+
+def _package_dir(spec: PackagedModel) -> Path | None:
+    import importlib.util
+
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.submodule_search_locations:
+        return None
+    return Path(list(found.submodule_search_locations)[0]) / spec.subdir
+
+
+def resolve_packaged(name: str) -> Path:
+    """The verified path of a model shipped by an installed package; ModelError (one line) otherwise."""
+    spec = PACKAGED[name]
+    d = _package_dir(spec)
+    if d is None or not (d / spec.file).is_file():
+        raise ModelError(f"model {spec.file} not found: package {spec.package} is not installed ({spec.pip})")
+    p = d / spec.file
+    digest = sha256_of(p)
+    if digest != spec.sha256:
+        raise ModelError(f"{p} is corrupt or another version (sha256 {digest[:12]}..., expected "
+                         f"{spec.sha256[:12]}...); reinstall it: {spec.pip}")
+    return p
+
+
+def packaged_status() -> list[dict[str, Any]]:
+    """`proctor models list` rows for the package-shipped models."""
+    rows = []
+    for name, spec in PACKAGED.items():
+        row: dict[str, Any] = {"name": name, "file": spec.file, "path": None, "present": False,
+                               "verified": False, "message": ""}
+        d = _package_dir(spec)
+        if d is not None and (d / spec.file).is_file():
+            row.update(path=str(d / spec.file), present=True)
+        try:
+            resolve_packaged(name)
+            row.update(verified=True, message="ok (from its package)")
+        except ModelError as e:
+            row["message"] = str(e)
+        rows.append(row)
+    return rows
+
 _CHUNK = 1 << 20
 _verified: dict[tuple[str, int, int], str] = {}  # (path, mtime_ns, size) -> sha256
 _lock = threading.Lock()
@@ -194,6 +264,8 @@ def _check_user_yolo(path: Path) -> tuple[bool, str]:
 
 def resolve(name: str, settings: Any, *, yolo_model: str | os.PathLike[str] | None = None) -> Path:
     """The verified path of model `name`; ModelError (one line) when missing or corrupt."""
+    if name in PACKAGED:
+        return resolve_packaged(name)
     spec = _spec(name)
     if name == "yolo":
         own = _user_yolo(yolo_model)
@@ -221,7 +293,8 @@ def resolve(name: str, settings: Any, *, yolo_model: str | os.PathLike[str] | No
 
 def model_paths(settings: Any, *, yolo_model: str | os.PathLike[str] | None = None) -> ModelPaths:
     """Every model the detectors load, resolved and verified (`ModelError` on the first bad one)."""
-    return ModelPaths(**{name: resolve(name, settings, yolo_model=yolo_model) for name in MODELS})
+    return ModelPaths(**{name: resolve(name, settings, yolo_model=yolo_model) for name in MODELS},
+                      face_recognition=resolve_packaged("face_recognition"))
 
 
 def status(settings: Any, *, yolo_model: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:

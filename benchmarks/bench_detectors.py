@@ -90,6 +90,14 @@ def main() -> None:
 
     faces = FaceDetector(policy, models / "face_detection_yunet_2023mar.onnx", models / "face_landmarker.task")
     try:
+        # identity: one embedding (aligned chip + dlib ResNet) per check, one check every 2 s
+        from adapters.models import resolve_packaged
+        from bot.analysis.detectors.identity import IdentityDetector, usable
+
+        ident = IdentityDetector(policy, resolve_packaged("face_recognition"))
+        seen = [(f.image, o.landmarks) for f in student[:20] for o in [faces.process(f)] if usable(o)]
+        bench("identity student.mkv (1 embedding, dlib)", lambda x: ident.embed(ident.chip(*x)), seen,
+              max(10, args.frames // 3), 2)
         bench("faces  student.mkv (1 face)", faces.process, student, args.frames, args.warmup)
         bench("faces  female.gif (1 face)", faces.process, gif1, args.frames, args.warmup)
         bench("faces  female-and-male.gif (2 faces)", faces.process, gif2, args.frames, args.warmup)

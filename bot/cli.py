@@ -62,7 +62,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     try:
         if args.action == "fetch":
             models.fetch(args.names or None, settings=settings)
-        rows = models.status(settings)
+        rows = models.status(settings) + models.packaged_status()
     except models.ModelError as e:
         return _fail(str(e))
     ok = True

@@ -11,6 +11,7 @@ from bot.analysis.events import (
     CAMERA_FROZEN,
     EYES_CLOSED,
     FACE_MISSING,
+    IDENTITY_CHANGED,
     LOOKING_AWAY,
     MEDIA_LOST,
     MULTIPLE_FACES,
@@ -25,6 +26,7 @@ from bot.analysis.observations import (
     Detection,
     Face,
     FaceObservation,
+    IdentityObservation,
     ObjectObservation,
     Observation,
     PageObservation,
@@ -254,7 +256,7 @@ def test_extra_person():
     two = objects(0, 15, lambda t: (det("person", 0.9), det("person", 0.7)) if 3 <= t <= 8 else (det("person", 0.9),))
     [e] = Run(two, end=15).events()
     assert e.type == SUSPICIOUS_OBJECT
-    assert e.detail == {"label": "person", "count": 2, "confidence": 0.7}
+    assert e.detail == {"label": "person", "count": 2, "faceless": 2, "confidence": 0.7}
     assert (e.start, e.end) == (pytest.approx(3.0), pytest.approx(8.0))
     # a low-confidence second "person" is not a second person
     faint = objects(0, 10, lambda t: (det("person", 0.9), det("person", 0.3)))
@@ -388,3 +390,80 @@ def test_emitted_events_are_copies():
     assert opened.event.end is None
     assert closed.event.snapshot is None and "note" not in closed.event.detail
     assert closed.event.id == opened.event.id and closed.event.end == pytest.approx(20.0)
+
+
+# ---- a person in the seat, one fact one event, identity ----------------------------------------------------------
+
+FRAME = (640, 480)
+SEATED = Detection("person", 0.9, (160, 60, 320, 420))  # upper body filling the picture
+PASSER_BY = Detection("person", 0.9, (300, 150, 70, 250))  # full body, far away
+
+
+def seen(start: float, end: float, dets: tuple[Detection, ...]) -> list[ObjectObservation]:
+    return [ObjectObservation(t=t, detections=dets, frame_size=FRAME) for t in times(start, end, OBJ_DT)]
+
+
+def test_a_person_in_the_seat_without_a_face_is_looking_away_not_face_missing():
+    # 0-3 s face visible; 3-12 s no face but the person still in the seat (head down); 12-20 s nobody
+    visible = lambda t: FaceObservation(t, 1, (Face((280, 90, 80, 90), 0.9),))
+    obs = faces(0, 3, visible) + faces(3, 20, lambda t: face(t, 0))
+    obs += seen(0, 12, (SEATED,)) + seen(12, 20, ())
+    run = Run(obs, end=20)
+    [away] = run.events(LOOKING_AWAY)
+    assert away.detail.get("face_hidden") is True
+    assert away.start == pytest.approx(3.0) and away.end == pytest.approx(11.8, abs=1.01)
+    [missing] = run.events(FACE_MISSING)
+    assert missing.start == pytest.approx(12.0, abs=1.01)  # only once the seat is empty
+
+
+def test_people_seen_only_from_behind_are_not_in_the_seat():
+    # a passer-by far away, and someone as large as a seated candidate who never showed a face
+    for who in (PASSER_BY, SEATED):
+        obs = faces(0, 12, lambda t: face(t, 0)) + seen(0, 12, (who,))
+        assert [e.type for e in Run(obs, end=12).events()] == [FACE_MISSING]
+
+
+def test_a_stale_object_sample_does_not_keep_the_seat():
+    # objects stop arriving (detector disabled or stalled): the seat is not assumed occupied
+    visible = lambda t: FaceObservation(t, 1, (Face((280, 90, 80, 90), 0.9),))
+    obs = faces(0, 1, visible) + faces(1, 12, lambda t: face(t, 0)) + seen(0, 1, (SEATED,))
+    assert [e.type for e in Run(obs, end=12).events()] == [FACE_MISSING]
+
+
+def test_a_second_person_with_a_visible_face_is_one_event():
+    left = Detection("person", 0.9, (0, 40, 300, 440))
+    right = Detection("person", 0.8, (330, 40, 300, 440))
+    two_faces = lambda t: FaceObservation(t, 2, (Face((100, 80, 90, 90), 0.9), Face((430, 90, 80, 80), 0.8)))
+    obs = faces(0, 10, two_faces) + seen(0, 10, (left, right))
+    run = Run(obs, end=10)
+    assert [e.type for e in run.events()] == [MULTIPLE_FACES]
+    # the same two people, the second one's face not visible: that is the person event
+    one_face = lambda t: FaceObservation(t, 1, (Face((100, 80, 90, 90), 0.9),))
+    obs = faces(0, 10, one_face) + seen(0, 10, (left, right))
+    [e] = Run(obs, end=10).events()
+    assert e.type == SUSPICIOUS_OBJECT and e.detail["label"] == "person" and e.detail["faceless"] == 1
+
+
+def identity(start: float, end: float, distance: float | Callable[[float], float]) -> list[IdentityObservation]:
+    fn = distance if callable(distance) else (lambda t: distance)
+    return [IdentityObservation(t, fn(t), 2.0) for t in times(start, end, 2.0)]
+
+
+def test_identity_changed_needs_a_different_face_over_the_dwell():
+    # 0-10 s the enrolled person (0.25), 10-24 s someone else (0.62), 24-34 s the candidate again
+    obs = identity(0, 34, lambda t: 0.62 if 10 <= t < 24 else 0.25)
+    run = Run(obs, end=34)
+    [e] = run.events(IDENTITY_CHANGED)
+    assert (e.start, e.end) == (pytest.approx(10.0), pytest.approx(22.0))
+    assert e.detail["distance"] == pytest.approx(0.62) and e.confidence > 0.5
+    opened = next(c for c in run.changes if c.kind == "opened")
+    assert opened.t == pytest.approx(14.0)  # three checks 2 s apart: fires at the dwell
+    # one odd check (a blur, a hand over the face) is not an event
+    assert Run(identity(0, 30, lambda t: 0.56 if t == 12 else 0.3), end=30).events() == []
+
+
+def test_eyes_looking_down_are_not_closed_eyes():
+    down = faces(0, 8, lambda t: face(t, eyes_closed=0.7, pitch=-28.0, looking_away=True))
+    assert [e.type for e in Run(down, end=8).events()] == [LOOKING_AWAY]
+    level = faces(0, 8, lambda t: face(t, eyes_closed=0.7, pitch=-5.0))
+    assert [e.type for e in Run(level, end=8).events()] == [EYES_CLOSED]

@@ -8,6 +8,7 @@ from typing import Any
 # Every event type, in report order.
 FACE_MISSING = "face_missing"
 MULTIPLE_FACES = "multiple_faces"
+IDENTITY_CHANGED = "identity_changed"  # the face in the seat is not the enrolled candidate's
 LOOKING_AWAY = "looking_away"
 EYES_CLOSED = "eyes_closed"
 SUSPICIOUS_OBJECT = "suspicious_object"
@@ -36,6 +37,7 @@ class EventKind:
 CATALOGUE: dict[str, EventKind] = {k.type: k for k in (
     EventKind(FACE_MISSING, "Face missing", "medium", (231, 76, 60)),
     EventKind(MULTIPLE_FACES, "Several faces", "high", (142, 68, 173)),
+    EventKind(IDENTITY_CHANGED, "Different person", "high", (192, 57, 43)),
     EventKind(LOOKING_AWAY, "Looking away", "medium", (243, 156, 18)),
     EventKind(EYES_CLOSED, "Eyes closed", "low", (52, 152, 219)),
     EventKind(SUSPICIOUS_OBJECT, "Suspicious object", "high", (176, 42, 55)),

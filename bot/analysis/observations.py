@@ -39,6 +39,19 @@ class FaceObservation:
     looking_away: bool = False
     eyes_closed: float | None = None  # 0 open .. 1 closed
     mouth_open: float | None = None  # 0 closed .. 1 wide open (jawOpen blendshape)
+    # The candidate's 5 alignment points in frame pixels, in dlib's 5-point order: the image-right eye's
+    # outer and inner corner, the image-left eye's outer and inner corner, the base of the nose (from the
+    # mesh; None when the landmarker did not run). The identity check aligns the face with them.
+    landmarks: tuple[tuple[float, float], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityObservation:
+    """Is the face in the seat the enrolled candidate? (`bot.analysis.detectors.identity`)"""
+
+    t: float
+    distance: float  # face-embedding distance to the enrolled candidate (dlib: < 0.6 is the same person)
+    enrolled_at: float  # when the enrolment finished
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +65,7 @@ class Detection:
 class ObjectObservation:
     t: float
     detections: tuple[Detection, ...] = ()
+    frame_size: tuple[int, int] | None = None  # (w, h) of the analysed frame, for where a box sits
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +107,7 @@ class TrackObservation:
 
 Observation = (
     FaceObservation
+    | IdentityObservation
     | ObjectObservation
     | CameraObservation
     | AudioObservation

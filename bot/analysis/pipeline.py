@@ -17,10 +17,12 @@ from bot.analysis.detectors import ModelPaths
 from bot.analysis.detectors.audio import VoiceActivity
 from bot.analysis.detectors.camera import CameraHealth
 from bot.analysis.detectors.faces import FaceDetector
+from bot.analysis.detectors.identity import IdentityDetector
 from bot.analysis.detectors.objects import ObjectDetector
+from bot.analysis.events import IDENTITY_CHANGED
 from bot.analysis.evidence import encode_jpeg
 from bot.analysis.frames import AudioChunk, VideoFrame
-from bot.analysis.observations import Observation
+from bot.analysis.observations import FaceObservation, Observation
 from bot.analysis.policy import Policy
 from bot.analysis.rules import EventChange, RuleEngine
 from bot.analysis.sampler import SampledFrame
@@ -32,6 +34,7 @@ class Detectors:
     objects: ObjectDetector
     camera: CameraHealth
     voice: VoiceActivity
+    identity: IdentityDetector | None = None
 
     @classmethod
     def load(cls, policy: Policy, models: ModelPaths) -> Detectors:
@@ -41,11 +44,16 @@ class Detectors:
             objects=ObjectDetector(policy, models.yolo),
             camera=CameraHealth(policy),
             voice=VoiceActivity(policy),
+            identity=(IdentityDetector(policy, models.face_recognition)
+                      if models.face_recognition is not None and policy.rules.get("identity_changed")
+                      and policy.rules["identity_changed"].enabled else None),
         )
 
     def close(self) -> None:
         self.faces.close()
         self.objects.close()
+        if self.identity is not None:
+            self.identity.close()
 
 
 @dataclass
@@ -73,6 +81,8 @@ class Analyzer:
         self.policy = policy
         self.detectors = detectors
         self.rules = RuleEngine(policy, interview_id=interview_id)
+        if detectors.identity is not None:
+            detectors.identity.reset()  # a new interview enrols its own candidate
         self.timings = Timings()
         self._last_frame: VideoFrame | None = None
         self.samples = 0
@@ -93,6 +103,14 @@ class Analyzer:
                 started = time.perf_counter()
                 observations.append(detector.process(frame))
                 self.timings.add(name, started)
+        face_obs = next((o for o in observations if isinstance(o, FaceObservation)), None)
+        # not on a frame that also ran YOLO: one embedding (~150 ms) plus both would overrun a 5/s face period
+        if d.identity is not None and face_obs is not None and "objects" not in due and d.identity.due(frame.t):
+            started = time.perf_counter()
+            checked = d.identity.process(frame, face_obs)
+            if checked is not None:
+                observations.append(checked)
+                self.timings.add("identity", started)
         return self.observe(*observations)
 
     def audio(self, chunk: AudioChunk) -> list[EventChange]:
@@ -120,4 +138,10 @@ class Analyzer:
         """The frame that made a rule fire is the event's evidence; later changes keep it."""
         for change in changes:
             if change.kind == "opened" and change.event.snapshot is None and self._last_frame is not None:
-                change.event.snapshot = encode_jpeg(self._last_frame.image)
+                image = self._last_frame.image
+                if change.event.type == IDENTITY_CHANGED and self.detectors.identity is not None:
+                    # the enrolled face and the face in the seat, side by side above the frame
+                    side_by_side = self.detectors.identity.evidence(image)
+                    if side_by_side is not None:
+                        image = side_by_side
+                change.event.snapshot = encode_jpeg(image)

@@ -33,6 +33,7 @@ class Sampling:
     object_fps: float = 1.0  # YOLO
     camera_fps: float = 2.0  # black / covered / frozen
     audio_chunk: float = 0.5  # seconds of audio per voice-activity decision
+    identity_every: float = 2.0  # seconds between two face-identity checks (after the enrolment)
 
 
 @dataclass
@@ -53,6 +54,9 @@ def _rules() -> dict[str, Rule]:
         "face_missing": Rule(dwell=5.0, min_samples=3),
         # count >= 2 for >= dwell seconds
         "multiple_faces": Rule(dwell=1.0, min_samples=3),
+        # the face in the seat is further than threshold (dlib face-embedding distance) from the candidate
+        # enrolled in the first seconds, in >= min_samples checks (one every sampling.identity_every s)
+        "identity_changed": Rule(dwell=4.0, threshold=0.45, min_samples=3, window=8.0, gap=4.0),
         # |yaw| > threshold degrees (pitch uses detection.pitch_threshold) or gaze off
         "looking_away": Rule(dwell=3.0, threshold=30.0, min_samples=3),
         # eyes-closed score > threshold for > dwell seconds
@@ -102,6 +106,7 @@ class Scoring:
     weights: dict[str, float] = field(default_factory=lambda: {
         "face_missing": 8.0,
         "multiple_faces": 15.0,
+        "identity_changed": 15.0,
         "looking_away": 4.0,
         "eyes_closed": 3.0,
         "suspicious_object": 12.0,
@@ -161,6 +166,8 @@ class Policy:
                 raise PolicyError(f"sampling.{name} must be in (0, 30], got {v}")
         if not 0.1 <= s.audio_chunk <= 5:
             raise PolicyError(f"sampling.audio_chunk must be in [0.1, 5] seconds, got {s.audio_chunk}")
+        if not 0.2 <= s.identity_every <= 60:
+            raise PolicyError(f"sampling.identity_every must be in [0.2, 60] seconds, got {s.identity_every}")
         for name, r in self.rules.items():
             if r.dwell < 0 or r.window < 0 or r.gap < 0:
                 raise PolicyError(f"rules.{name}: dwell, window and gap must be >= 0")

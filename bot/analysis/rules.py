@@ -19,14 +19,24 @@ How a condition becomes an event (every rule, with its `Rule` from the policy):
 
 Rule by rule:
 
-- face_missing: ``count == 0``.
+- face_missing: ``count == 0`` and nobody in the seat: the latest object sample (at most ``SEAT_TTL`` s old) did
+  not find the candidate's body, followed since their face was last seen
+  (`bot.analysis.detectors.person.track_seat`). A person in the seat whose face cannot be seen (head
+  down over a phone, turned away) is looking_away with ``detail.face_hidden``, not face_missing.
 - multiple_faces: ``count >= 2``; strength: the second face's score; detail: max ``count``.
+- identity_changed: an identity check (``IdentityObservation``) whose ``distance > threshold``; strength grows
+  with the distance past the threshold; detail: the largest distance. Only checks count: a face that is turned,
+  hidden or one of several is not checked, so it neither starts nor ends the event.
+- eyes_closed is not judged while the head is tilted down (pitch < -``LOOKING_DOWN`` x the pitch threshold):
+  lowered eyelids over a phone or a desk look closed (phone_in_hand_front.mp4).
 - looking_away / eyes_closed: the detector's ``looking_away`` flag / ``eyes_closed > threshold``. With no face in
   the frame they are false (face_missing covers that), so an event does not outlive the face.
 - suspicious_object: one run per label in ``rule.labels`` (``"person"`` excepted: extra_person owns it);
   positive when the label's best detection has ``confidence >= threshold``; detail: label, best confidence.
-- extra_person: two or more ``"person"`` detections at ``confidence >= threshold``; reported as a
-  ``suspicious_object`` event with detail label ``"person"`` and the max count.
+- extra_person: two or more ``"person"`` detections at ``confidence >= threshold`` and more of them than have a
+  visible face (a face box of the latest face sample, at most ``FACE_TTL`` s old, inside the person's box): a
+  second person whose face is visible is multiple_faces, one fact, one event. Reported as a
+  ``suspicious_object`` event with detail label ``"person"``, the max count and how many had no face.
 - background_voice: an audio chunk with speech (and ``speech_ratio >= threshold`` when the detector reports a
   ratio) is judged against the face samples over the chunk's span (plus one face-sample period either side):
 
@@ -55,12 +65,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from bot.analysis.detectors.person import faceless, people, track_seat
 from bot.analysis.events import (
     BACKGROUND_VOICE,
     CAMERA_BLOCKED,
     CAMERA_FROZEN,
     EYES_CLOSED,
     FACE_MISSING,
+    IDENTITY_CHANGED,
     LOOKING_AWAY,
     MEDIA_LOST,
     MULTIPLE_FACES,
@@ -73,6 +85,7 @@ from bot.analysis.observations import (
     AudioObservation,
     CameraObservation,
     FaceObservation,
+    IdentityObservation,
     ObjectObservation,
     Observation,
     PageObservation,
@@ -85,6 +98,9 @@ ChangeKind = Literal["opened", "updated", "closed"]
 EPS = 1e-6
 NO_FACE_FACTOR = 0.6  # background voice with no face on camera: lower confidence
 CONFIDENCE_STEP = 0.1  # a confidence change this large is worth an "updated"
+SEAT_TTL = 1.6  # s an object sample's "person in the seat" holds for the face samples after it (objects: 1/s)
+LOOKING_DOWN = 0.8  # pitch below -this x detection.pitch_threshold: eyes_closed is not judged
+FACE_TTL = 0.5  # s a face sample's boxes hold for the object samples after it
 _ID_NAMESPACE = uuid.UUID("6f1c4a52-8d0e-4c1e-9a57-2f0b7c1d9e31")
 
 Detail = dict[str, Any]
@@ -318,6 +334,9 @@ class RuleEngine:
         self._pages: dict[str, _PageState] = {}
         self._faces: deque[_FaceSample] = deque()
         self._audio: deque[AudioObservation] = deque()  # chunks waiting for the face samples over them
+        self._seat: tuple | None = None  # the seat occupant's person box at the latest object sample
+        self._objects_at = -math.inf  # time of the latest object sample
+        self._face_boxes: tuple[float, tuple] = (-math.inf, ())  # latest face sample: time, boxes
         fps = max(policy.sampling.face_fps, 0.1)
         self._margin = max(0.25, 1.0 / fps)
 
@@ -330,6 +349,8 @@ class RuleEngine:
             out += page.tick(self.clock)
         if isinstance(obs, FaceObservation):
             out += self._face(obs)
+        elif isinstance(obs, IdentityObservation):
+            out += self._identity(obs)
         elif isinstance(obs, ObjectObservation):
             out += self._objects(obs)
         elif isinstance(obs, CameraObservation):
@@ -400,7 +421,9 @@ class RuleEngine:
             self._faces.popleft()
 
         t = o.t
-        out = self._sample(self._run("face_missing", FACE_MISSING), t, t, o.count == 0, cause=t)
+        self._face_boxes = (t, tuple(f.box for f in o.faces))
+        seated = self._seat is not None and t - self._objects_at <= SEAT_TTL + EPS
+        out = self._sample(self._run("face_missing", FACE_MISSING), t, t, o.count == 0 and not seated, cause=t)
 
         scores = sorted((f.score for f in o.faces), reverse=True)
         out += self._sample(
@@ -408,19 +431,34 @@ class RuleEngine:
             t, t, o.count >= 2, cause=t,
             strength=scores[1] if len(scores) >= 2 else 1.0, detail={"count": o.count})
 
-        away: bool = o.count >= 1 and o.looking_away
+        away: bool = (o.count >= 1 and o.looking_away) or (o.count == 0 and seated)
+        detail = {"yaw": _r(o.yaw, 1), "pitch": _r(o.pitch, 1), "gaze_x": _r(o.gaze_x), "gaze_y": _r(o.gaze_y)}
+        if o.count == 0 and seated:
+            detail["face_hidden"] = True
         out += self._sample(
-            self._run("looking_away", LOOKING_AWAY, merge=self._merge_pose), t, t, away, cause=t,
-            detail={"yaw": _r(o.yaw, 1), "pitch": _r(o.pitch, 1), "gaze_x": _r(o.gaze_x), "gaze_y": _r(o.gaze_y)})
+            self._run("looking_away", LOOKING_AWAY, merge=self._merge_away), t, t, away, cause=t, detail=detail)
 
         rule = self._rule("eyes_closed")
         closed: bool | None = False
         if o.count >= 1:
             closed = None if o.eyes_closed is None or rule is None else o.eyes_closed > rule.threshold
+            if o.pitch is not None and o.pitch < -LOOKING_DOWN * self.policy.detection.pitch_threshold:
+                closed = None  # eyelids of someone looking down look closed: looking_away tells it, not this
         out += self._sample(
             self._run("eyes_closed", EYES_CLOSED, merge=_merge_extremes(max_keys=("eyes_closed",))),
             t, t, closed, cause=t, strength=o.eyes_closed or 0.0, detail={"eyes_closed": _r(o.eyes_closed)})
         return out
+
+    def _identity(self, o: IdentityObservation) -> list[EventChange]:
+        rule = self._rule("identity_changed")
+        if rule is None:
+            return []
+        other = o.distance > rule.threshold
+        strength = min(1.0, 0.5 + (o.distance - rule.threshold) / 0.2) if other else 0.0
+        return self._sample(
+            self._run("identity_changed", IDENTITY_CHANGED, merge=_merge_extremes(max_keys=("distance",))),
+            o.t, o.t, other, cause=o.t, strength=strength,
+            detail={"distance": _r(o.distance, 3), "enrolled_at": _r(o.enrolled_at, 1)})
 
     def _pose_extremity(self, d: Detail) -> float:
         rule = self._rule("looking_away")
@@ -436,6 +474,15 @@ class RuleEngine:
                 parts.append(abs(d[k]) / det.gaze_threshold)
         return max(parts)
 
+    def _merge_away(self, old: Detail, new: Detail) -> Detail:
+        """The most extreme pose; ``face_hidden`` once any sample of the run had the face hidden."""
+        hidden = bool(old.get("face_hidden") or new.get("face_hidden"))
+        out = dict(self._merge_pose({k: v for k, v in old.items() if k != "face_hidden"},
+                                    {k: v for k, v in new.items() if k != "face_hidden"}))
+        if hidden:
+            out["face_hidden"] = True
+        return out
+
     def _merge_pose(self, old: Detail, new: Detail) -> Detail:
         """Keep the most extreme pose of the run (the one furthest beyond its threshold)."""
         if not old or self._pose_extremity(new) > self._pose_extremity(old):
@@ -447,6 +494,10 @@ class RuleEngine:
     def _objects(self, o: ObjectObservation) -> list[EventChange]:
         t = o.t
         out: list[EventChange] = []
+        face_t, boxes = self._face_boxes
+        recent = boxes if t - face_t <= FACE_TTL + EPS else ()
+        self._seat = track_seat(self._seat, o.detections, o.frame_size, recent)
+        self._objects_at = t
         rule = self._rule("suspicious_object")
         if rule is not None:
             labels = dict.fromkeys(name.strip().lower() for name in rule.labels)
@@ -461,15 +512,15 @@ class RuleEngine:
 
         rule = self._rule("extra_person")
         if rule is not None:
-            people = sorted((d.confidence for d in o.detections
-                             if d.label.strip().lower() == "person" and d.confidence >= rule.threshold),
-                            reverse=True)
-            second = people[1] if len(people) >= 2 else 0.0
+            persons = people(o.detections, rule.threshold)
+            conf = sorted((d.confidence for d in persons), reverse=True)
+            second = conf[1] if len(conf) >= 2 else 0.0
+            hidden = faceless(persons, recent)
             out += self._sample(
                 self._run("extra_person", SUSPICIOUS_OBJECT, "person",
-                          merge=_merge_extremes(max_keys=("count", "confidence"))),
-                t, t, len(people) >= 2, cause=t, strength=second,
-                detail={"label": "person", "count": len(people), "confidence": _r(second, 3)})
+                          merge=_merge_extremes(max_keys=("count", "confidence", "faceless"))),
+                t, t, len(persons) >= 2 and hidden >= 1, cause=t, strength=second,
+                detail={"label": "person", "count": len(persons), "faceless": hidden, "confidence": _r(second, 3)})
         return out
 
     # -- camera, tracks, page --

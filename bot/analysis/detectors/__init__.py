@@ -15,3 +15,4 @@ class ModelPaths:
     yunet: Path
     face_landmarker: Path
     yolo: Path
+    face_recognition: Path | None = None  # identity_changed; None: that rule does not run

@@ -49,6 +49,7 @@ _EYE_B = (362, 263)  # other eye: inner, outer corner
 _IRIS_A, _IRIS_B = 468, 473
 _NOSE, _MOUTH_L, _MOUTH_R = 1, 61, 291
 _LID_A, _LID_B = (159, 145), (386, 374)  # upper, lower lid
+_DLIB5 = (263, 362, 33, 133, 2)  # dlib's 5 points (checked against its shape_predictor_5 on student.mkv)
 
 
 @dataclass(slots=True)
@@ -150,6 +151,7 @@ class FaceDetector:
             looking_away=bool(away),
             eyes_closed=round(cand.eyes_closed, 3),
             mouth_open=round(cand.mouth_open, 3),
+            landmarks=tuple((round(float(cand.points[i][0]), 1), round(float(cand.points[i][1]), 1)) for i in _DLIB5),
         )
 
     def _propose(self, img: np.ndarray, min_score: float, min_side: float) -> list[np.ndarray]:

@@ -169,4 +169,4 @@ class ObjectDetector:
             out, scale=scale, pad=pad, frame_size=(frame.width, frame.height), names=self.names,
             min_confidence=self.policy.detection.object_min_confidence,
         )
-        return ObjectObservation(t=frame.t, detections=tuple(dets))
+        return ObjectObservation(t=frame.t, detections=tuple(dets), frame_size=(frame.width, frame.height))

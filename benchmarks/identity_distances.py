@@ -1,0 +1,124 @@
+"""Face-embedding distances between the people of the shared media (dlib ResNet, mesh-aligned chips).
+
+Prints, per clip, how many faces were usable, the within-clip spread, the distances between clips
+(same person / different person), and under lighting changes. Run:
+
+    PROCTOR_MODELS_DIR=../shared/models .venv/bin/python benchmarks/identity_distances.py
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from adapters.models import resolve
+from bot.analysis.detectors.faces import FaceDetector
+from bot.analysis.detectors.identity import IdentityDetector, usable
+from bot.analysis.frames import VideoFrame
+from bot.analysis.policy import Policy
+from bot.settings import Settings
+from tests.support.paths import MEDIA
+from tests.support.scenario import read_clip
+
+PEOPLE = {  # MANIFEST.md of shared/media
+    "A": ["asl/again", "asl/brother", "student"],
+    "B": ["asl/bird", "asl/milk", "thanks"],
+    "C": ["asl/learn", "asl/school"],
+    "D": ["asl/eat", "asl/night"],
+    "E": ["asl/hungry", "asl/want"],
+}
+
+
+def lighting(image: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "dark":
+        return np.clip(image.astype(np.float32) * 0.45, 0, 255).astype(np.uint8)
+    if kind == "bright":
+        return np.clip(image.astype(np.float32) * 1.4 + 20, 0, 255).astype(np.uint8)
+    if kind == "warm":
+        out = image.astype(np.float32) * np.array([0.7, 0.95, 1.25], np.float32)  # BGR: warm lamp
+        return np.clip(out, 0, 255).astype(np.uint8)
+    return image
+
+
+def main() -> None:
+    s = Settings.from_env()
+    policy = Policy()
+    faces = FaceDetector(policy, resolve("yunet", s), resolve("face_landmarker", s))
+    ident = IdentityDetector(policy, resolve("face_recognition", s))
+    embs: dict[str, np.ndarray] = {}
+    cost: list[float] = []
+    light: dict[str, dict[str, np.ndarray]] = {}
+    for person, clips in PEOPLE.items():
+        for name in clips:
+            images = read_clip(MEDIA / "video" / f"{name}.mkv")[::3]
+            out = []
+            for kind in ("", "dark", "bright", "warm"):
+                vecs = []
+                for i, img in enumerate(images):
+                    img = lighting(img, kind)
+                    obs = faces.process(VideoFrame(i / 10, img))
+                    if not usable(obs):
+                        continue
+                    t0 = time.thread_time()
+                    vecs.append(ident.embed(ident.chip(img, obs.landmarks)))
+                    cost.append((time.thread_time() - t0) * 1000)
+                if kind == "":
+                    embs[name] = np.array(vecs)
+                    out.append(f"{len(vecs)}/{len(images)} usable")
+                else:
+                    light.setdefault(name, {})[kind] = np.array(vecs)
+            e = embs[name]
+            spread = max((np.linalg.norm(a - b) for a, b in itertools.combinations(e, 2)), default=0.0)
+            print(f"{person} {name:12} {out[0]}, max distance within the clip {spread:.3f}")
+    owner = {c: p for p, cs in PEOPLE.items() for c in cs}
+
+    def dist(a: np.ndarray, b: np.ndarray) -> float:  # as the detector: gallery = a's first 5 faces, median
+        return float(np.median(per_face(a, b)))
+
+    def per_face(a: np.ndarray, b: np.ndarray) -> list[float]:
+        gallery = a[:5]
+        return [float(min(np.linalg.norm(x - g) for g in gallery)) for x in b]
+
+    if len(sys.argv) > 1:
+        np.savez(sys.argv[1], **{k.replace("/", "_"): v for k, v in embs.items()})
+
+    same, diff = [], []
+    print("\nclip pairs: median over the second clip's faces of the distance to the first clip's nearest face")
+    for a, b in itertools.permutations(embs, 2):
+        if not len(embs[a]) or not len(embs[b]):
+            continue
+        d = dist(embs[a], embs[b])
+        (same if owner[a] == owner[b] else diff).append((d, a, b))
+    for d, a, b in sorted(same):
+        print(f"  same person {owner[a]}: {a:12} -> {b:12} {d:.3f}")
+    print(f"same person: max {max(same)[0]:.3f}; different people: min {min(diff)[0]:.3f} "
+          f"({min(diff)[1]} -> {min(diff)[2]}), median {np.median([d for d, _, _ in diff]):.3f}")
+    same_f = [d for a, b in itertools.permutations(embs, 2) if owner[a] == owner[b] and len(embs[a])
+              for d in per_face(embs[a], embs[b])]
+    diff_f = [d for a, b in itertools.permutations(embs, 2) if owner[a] != owner[b] and len(embs[a])
+              for d in per_face(embs[a], embs[b])]
+    print("per face (one check), gallery = first clip's first 5 faces:")
+    print(f"  same person  n={len(same_f)} p50 {np.median(same_f):.3f} p95 {np.percentile(same_f, 95):.3f} "
+          f"p99 {np.percentile(same_f, 99):.3f} max {max(same_f):.3f}")
+    print(f"  other person n={len(diff_f)} p1 {np.percentile(diff_f, 1):.3f} p5 {np.percentile(diff_f, 5):.3f} "
+          f"p50 {np.median(diff_f):.3f} min {min(diff_f):.3f}")
+    for thr in (0.45, 0.5, 0.55, 0.6):
+        print(f"  threshold {thr}: same person above {np.mean(np.array(same_f) > thr):.3f}, "
+              f"other person above {np.mean(np.array(diff_f) > thr):.3f}")
+    print("\nlighting changes (enrolled on the original clip):")
+    for name, kinds in light.items():
+        print("  " + name.ljust(12) + "  ".join(
+            f"{k} {dist(embs[name], v):.3f} (n={len(v)})" if len(v) else f"{k} no usable face"
+            for k, v in kinds.items()))
+    print(f"\nembedding cost (chip + descriptor), thread time: mean {np.mean(cost):.1f} ms, "
+          f"p95 {np.percentile(cost, 95):.1f} ms over {len(cost)} faces")
+    faces.close()
+
+
+if __name__ == "__main__":
+    main()

