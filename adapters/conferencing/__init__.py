@@ -19,6 +19,7 @@ This package imports aiortc, aiohttp and the standard library only.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+import aiohttp
 from aiortc.mediastreams import MediaStreamTrack
 
 log = logging.getLogger(__name__)
@@ -65,11 +67,32 @@ class JoinError(RuntimeError):
 
 
 class SourceBase:
-    """State bookkeeping shared by the adapters: the ``state`` value, its log line and callback."""
+    """What the adapters share: the ``state`` value (its log line and callback), the background task and the
+    HTTP session, and `leave()`, which stops the task, lets the adapter release its platform session
+    (`_release`), closes the HTTP session and ends in "left"."""
 
     def __init__(self, *, on_state: StateHandler | None = None) -> None:
         self._state: SourceState = "joining"
         self._on_state = on_state
+        self._task: asyncio.Task[None] | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    async def leave(self) -> None:
+        if self.state == "left":
+            return
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._release()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        self._set_state("left")
+
+    async def _release(self) -> None:
+        """Leave the platform's session (detach, DELETE); called once by `leave()`."""
+        raise NotImplementedError
 
     @property
     def state(self) -> str:

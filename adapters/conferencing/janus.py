@@ -360,8 +360,6 @@ class JanusSource(SourceBase):
         self.subscriptions = 0  # subscriptions to the candidate's feed started
         self.participant_id: int | None = None  # the bot's id in the room
         self._on_track: TrackHandler | None = None
-        self._http: aiohttp.ClientSession | None = None
-        self._task: asyncio.Task[None] | None = None
         self._session: JanusSession | None = None
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(MAX_QUEUED)
         self._handle: int | None = None  # the participant handle
@@ -385,18 +383,8 @@ class JanusSource(SourceBase):
             await self.leave()
             raise
 
-    async def leave(self) -> None:
-        if self.state == "left":
-            return
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    async def _release(self) -> None:
         await self._drop_session()
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
-        self._set_state("left")
 
     # --- the session's life ---
 

@@ -98,9 +98,7 @@ class WhepSource(SourceBase):
         self.backoff = backoff or Backoff()
         self.sessions = 0  # sessions opened (1 + reconnections)
         self._on_track: TrackHandler | None = None
-        self._http: aiohttp.ClientSession | None = None
         self._session: WhepSession | None = None
-        self._task: asyncio.Task[None] | None = None
 
     async def join(self, on_track: TrackHandler) -> None:
         if self._task is not None or self.state == "left":
@@ -116,18 +114,8 @@ class WhepSource(SourceBase):
             raise JoinError(f"could not open a WHEP session: {exc}") from exc
         self._task = asyncio.create_task(self._run())
 
-    async def leave(self) -> None:
-        if self.state == "left":
-            return
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    async def _release(self) -> None:
         await self._close_session()
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
-        self._set_state("left")
 
     async def _open(self) -> None:
         assert self._http is not None

@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import av
 import numpy as np
@@ -37,6 +37,7 @@ from bot.analysis.observations import TrackObservation
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]  # seconds since the call start
+_T = TypeVar("_T")
 
 
 class Timeline:
@@ -156,6 +157,20 @@ class _TrackReader:
         event, self._wakeup = self._wakeup, asyncio.Event()
         event.set()
 
+    async def _next(self, take: Callable[[], _T | None], timeout: float | None) -> _T | None:
+        """`take()`'s first item, waiting for frames until it has one; None when closed or after `timeout` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._closed:
+            item = take()
+            if item is not None:
+                return item
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            if not await self._wait(remaining):
+                return None
+        return None
+
     async def _wait(self, timeout: float | None) -> bool:
         """Wait for the next frame/chunk or close; False on timeout."""
         event = self._wakeup
@@ -216,16 +231,10 @@ class LatestFrame(_TrackReader):
 
         None when the reader is closed or `timeout` seconds pass without one.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._closed:
-            if self._t is not None and (after_t is None or self._t > after_t):
-                return self.latest()
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return None
-            if not await self._wait(remaining):
-                return None
-        return None
+        def newer() -> VideoFrame | None:
+            return self.latest() if self._t is not None and (after_t is None or self._t > after_t) else None
+
+        return await self._next(newer, timeout)
 
     def _on_frame(self, frame: Any) -> None:
         if self._frame is not None and not self._taken:
@@ -282,16 +291,7 @@ class AudioReader(_TrackReader):
 
     async def next(self, timeout: float | None = None) -> AudioChunk | None:
         """The oldest queued chunk, waiting for one; None when closed or on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._closed:
-            if self._ring:
-                return self._ring.popleft()
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return None
-            if not await self._wait(remaining):
-                return None
-        return None
+        return await self._next(self.take, timeout)
 
     def _on_attach(self) -> None:
         self._reset_buffer()
