@@ -129,7 +129,9 @@ def test_offline_report_shows_offsets_and_source(tmp_path: Path):
                  "source": "/media/student.mkv", "duration": 95.3, "policy": Policy().to_dict()}
     events = [Event("suspicious_object", 30.0, 41.0, 0.62, {"label": "cell phone", "confidence": 0.71},
                     snapshots()[0])]
-    text = pdf_text(build_pdf(ReportData(interview=interview, events=events)))
+    # a fixed generation time: at minute 14 of any hour, "generated ...:14:..." made the "14:" check fail
+    generated = datetime(2026, 1, 1, 9, 5, tzinfo=timezone.utc)
+    text = pdf_text(build_pdf(ReportData(interview=interview, events=events, generated_at=generated)))
     assert "student.mkv" in text and "1 min 35 s" in text
     assert "0:30" in text and "14:" not in text
 
