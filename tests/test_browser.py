@@ -201,8 +201,13 @@ def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(serve
     wait(intv, lambda d: d.execute_script(
         f"return document.querySelector('.event[data-event-id=\"{eid}\"]')?.dataset.review") == "confirmed",
          what="review state")
-    status, report = server.api("GET", f"/api/interviews/{iid}/report.json", token)
-    assert status == 200 and any(a["event_id"] == eid and a["action"] == "confirmed" for a in report["audit"])
+
+    def confirmed_in_audit() -> bool:  # the page shows the review as soon as it is clicked; the PATCH follows
+        status, report = server.api("GET", f"/api/interviews/{iid}/report.json", token)
+        assert status == 200
+        return any(a["event_id"] == eid and a["action"] == "confirmed" for a in report["audit"])
+
+    assert wait_for_sync(confirmed_in_audit, 10)
 
     intv.save_screenshot(str(tmp_path / "interviewer.png"))
     cand.save_screenshot(str(tmp_path / "candidate.png"))
