@@ -5,10 +5,13 @@ never import each other; each depends on these interfaces, and `bot.app` plugs t
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bot.analysis.events import Event
+
+if TYPE_CHECKING:
+    from aiortc.mediastreams import MediaStreamTrack
 
 
 class Capacity(Exception):
@@ -27,7 +30,8 @@ class Store(Protocol):
     """Interviews, events, snapshots and the audit log (`adapters.store.Store`)."""
 
     async def create_interview(self, *, candidate_name: str, interviewer_email: str,
-                               policy: dict[str, Any] | None) -> dict[str, Any]: ...
+                               policy: dict[str, Any] | None,
+                               room: dict[str, Any] | None = None) -> dict[str, Any]: ...
     async def get_interview(self, interview_id: str) -> dict[str, Any] | None: ...
     async def update_interview(self, interview_id: str, **fields: Any) -> None: ...
     async def save_event(self, event: Event) -> None: ...
@@ -71,3 +75,33 @@ class Reports(Protocol):
     async def csv(self, interview_id: str) -> str: ...
     async def json(self, interview_id: str) -> dict[str, Any]: ...
     async def finish(self, interview_id: str) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class MediaSource(Protocol):
+    """Where the candidate's media comes from when the call is on another platform (`adapters.conferencing`:
+    a Janus VideoRoom, a WHEP endpoint): one call on one platform."""
+
+    @property
+    def state(self) -> str:
+        """"joining", "receiving", "waiting for the candidate", "reconnecting" or "left"."""
+        ...
+
+    async def join(self, on_track: Callable[[MediaStreamTrack], None]) -> None:
+        """Enter the call; returns once in (raises if the first attempt fails).
+
+        Afterwards the source follows the candidate by itself (republish, reconnect, server restart)
+        and calls ``on_track`` with every track it receives, replacements included. The caller must
+        read every track it is given (aiortc queues frames nobody reads without limit).
+        """
+        ...
+
+    async def leave(self) -> None:
+        """Leave the call and release everything; idempotent."""
+        ...
+
+
+# Opens the media source of an interview's stored room description (`bot.rooms`, secrets included), not joined
+# yet; the second argument hears its state changes. `adapters.conferencing.open_media`.
+OpenMedia = Callable[[Mapping[str, Any], Callable[[str], None] | None], MediaSource]
+
