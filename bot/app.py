@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from adapters.conferencing import open_media
 from adapters.mail import Mailer
 from adapters.models import model_paths
 from adapters.store import Store as MongoStore
@@ -68,7 +69,8 @@ async def running(settings: Settings, *, store: Store | None = None, bots: bool 
             opened = await MongoStore.open(settings)
             stack.push_async_callback(opened.close)
             store = opened
-        registry = CallRegistry(check_models(settings), max_calls=settings.max_bots) if bots else None
+        registry = (CallRegistry(check_models(settings), max_calls=settings.max_bots, open_media=open_media)
+                    if bots else None)
         report_service = Reports(store, Mailer(settings)) if reports else None
         app = create_app(settings, store, bots=registry, reports=report_service)
         if registry is not None:

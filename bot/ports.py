@@ -26,6 +26,10 @@ class StoreUnavailable(RuntimeError):
     """The database cannot be reached; the API answers 503."""
 
 
+class CallUnreachable(RuntimeError):
+    """The bot could not join the call on the platform it is held on (server away, wrong room or pin); 502."""
+
+
 class Store(Protocol):
     """Interviews, events, snapshots and the audit log (`adapters.store.Store`)."""
 
