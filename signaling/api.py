@@ -295,6 +295,11 @@ async def invite_bot(request: web.Request) -> web.Response:
         raise error(409, "the interview has ended")
     if bots.is_present(iid):
         return json_response({"status": "present"})
+    if interview.get("room") and not interview.get("started_at"):
+        # no candidate joins this server: the call's clock (event times, the report's span) starts with the bot
+        started = {"started_at": _now().isoformat(), "status": "live"}
+        await request.app[STORE].update_interview(iid, **started)
+        interview = {**interview, **started}
     settings = request.app[SETTINGS]
     bot_token = tokens.issue(request.app[SECRET], iid, "bot", settings.token_ttl, name=DEFAULT_NAMES["bot"])
     try:

@@ -118,6 +118,8 @@ async def test_the_bot_joins_a_janus_room_alerts_the_interviewer_and_follows_a_r
         assert await wait_for(lambda: video.tracks_attached > attached, 20)
         assert await wait_for(lambda: monitor.listener.opened("face_missing"), 60), monitor.listener.alerts
         assert "face_missing" in await monitor.stored_types()
+        status, shown = await monitor.api("GET")
+        assert shown["status"] == "live" and shown["started_at"]  # the call's clock started with the bot
         assert session.peer.offers_sent == 0  # no WebRTC of its own: the media came from Janus
         assert any("(janus): receiving" in text for text in monitor.chats), monitor.chats
 

@@ -95,6 +95,7 @@ class CallSession:
             if self.peer.online:
                 await self.peer.stop()
             await loop.run_in_executor(self._executor, detectors.close)
+            self._executor.shutdown(wait=False)
             raise
         self._task = asyncio.create_task(self._run(), name=f"bot-{self.interview_id}")
 
