@@ -87,6 +87,7 @@ async def run_calls(srv, calls: int, seconds: float, janus: JanusServer | None =
         await asyncio.sleep(seconds)
         cpu1, wall1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         janus1 = process_cpu(janus_pid) if janus_pid else 0.0
+        frames = sum(worker.sessions[iid].stats.frames_analysed for iid, _, _ in people)
         where = "through Janus (VideoRoom, HTTP API)" if janus else "built-in call"
         print(f"{calls} call(s), {where}, {seconds:.0f} s, {settings.host}, default policy (faces 5/s, objects 1/s)")
         print("call  frames/s  audio chunks/s  alerts  latency ms (median / max, frame taken -> interviewer)")
@@ -106,6 +107,9 @@ async def run_calls(srv, calls: int, seconds: float, janus: JanusServer | None =
             print(f"janus CPU {(janus1 - janus0) / wall * 100:.0f}% of one core")
         print(f"CPU per call {(cpu + janus1 - janus0) / wall / calls * 100:.0f}% of one core"
               + (" (process + janus)" if janus_pid else ""))
+        # a loaded machine analyses fewer frames (and spends less): per analysed frame compares the two modes
+        print(f"CPU per analysed frame {(cpu + janus1 - janus0) / max(1, frames) * 1000:.0f} ms "
+              f"({frames} frames; loading the models and the candidates' encoders included)")
     finally:
         for _, listener, cand in people:
             await cand.stop()
