@@ -14,6 +14,7 @@ from adapters.conferencing import (
     MediaSource,
     RoomError,
     Secret,
+    SourceBase,
     WhepRoom,
     open_source,
     parse_room,
@@ -109,3 +110,30 @@ async def test_leave_while_joining_ends_the_join(kind: str) -> None:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_leave_ends_a_task_that_swallowed_its_cancellation() -> None:
+    """Python 3.11's wait_for returns its result instead of raising when the cancellation arrives as the awaited
+    call completes; the adapter's task then goes back to waiting for events. leave() cancels again."""
+
+    class Stubborn(SourceBase):
+        swallowed = 0
+
+        async def run(self) -> None:
+            while True:
+                try:
+                    await asyncio.Event().wait()  # waiting for room events
+                except asyncio.CancelledError:
+                    if self.swallowed < 2:  # as wait_for does when the inner call has just completed
+                        self.swallowed += 1
+                        continue
+                    raise
+
+        async def _release(self) -> None:
+            pass
+
+    source = Stubborn()
+    source._task = asyncio.create_task(source.run())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(source.leave(), 5)
+    assert source.swallowed == 2 and source.state == "left"
