@@ -55,7 +55,7 @@ def cache_dir() -> Path:
     return Path(_env("PROCTOR_CACHE_DIR") or platformdirs.user_cache_dir(APP))
 
 
-SECRET_FIELDS = {"secret_key", "smtp_password", "mongodb_uri"}
+SECRET_FIELDS = {"secret_key", "smtp_password", "mongodb_uri", "redis_url"}
 
 
 @dataclass
@@ -80,6 +80,8 @@ class Settings:
     smtp_from: str = "proctor-bot@localhost"
     outbox_dir: Path | None = None
     max_bots: int = 4  # calls analysed at once (measured: 4 fit on 2 cores, benchmarks/bench_live.py)
+    redis_url: str | None = None  # REDIS_URL: the fleet's dispatch and the signaling nodes' bus; None: one machine
+    claim_timeout: float = 5.0  # s an invitation waits for a worker to take the call before it answers 503
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -102,6 +104,8 @@ class Settings:
             smtp_from=_env("SMTP_FROM", "proctor-bot@localhost"),
             outbox_dir=_path("PROCTOR_OUTBOX_DIR"),
             max_bots=_int("PROCTOR_MAX_BOTS", 4),
+            redis_url=_env("REDIS_URL"),
+            claim_timeout=float(_int("PROCTOR_CLAIM_TIMEOUT", 5)),
         )
         if s.smtp_tls not in ("starttls", "tls", "none"):
             raise SystemExit(f"error: SMTP_TLS must be starttls, tls or none, got {s.smtp_tls!r}")

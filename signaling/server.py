@@ -132,6 +132,8 @@ class Hub:
 
         name = claims.name or (claims.role == "candidate" and interview.get("candidate_name")) \
             or api.DEFAULT_NAMES[claims.role]
+        if claims.role == "bot" and isinstance(auth, dict):
+            await self._bot_arrives(iid, interview, auth)
         replaced = self.rooms.join(iid, sid, claims.role, name)
         self.limits[sid] = RateLimiter()
         await self.sio.enter_room(sid, room(iid))
@@ -158,7 +160,67 @@ class Hub:
         p = self.rooms.leave(sid)
         if p is not None:
             log.info("%s %s left interview %s (%s)", p.role, sid, p.interview_id, reason)
+            if p.role == "bot":
+                self._tasks.spawn(self._bot_left(p.interview_id))
             await self.announce(p.interview_id)
+
+    # --- the bot's arrivals and departures (a restart, a takeover by another worker) ---
+
+    def _call_time(self, interview_id: str, at: float) -> float:
+        started = self.started.get(interview_id)
+        return 0.0 if started is None else max(0.0, round(at - started, 3))
+
+    async def _bot_left(self, interview_id: str) -> None:
+        try:
+            await self.store.update_interview(interview_id, bot_left_at=datetime.now(timezone.utc).isoformat())
+        except Exception:
+            log.exception("could not record the bot leaving interview %s", interview_id)
+
+    async def _bot_arrives(self, interview_id: str, interview: dict[str, Any], auth: dict[str, Any]) -> None:
+        """A bot connects. A new bot (not a reconnect of the same one) means its predecessor is gone: the
+        events it left open are closed where it was last seen, marked ``detail.interrupted``, and the gap
+        between the two is recorded with its reason. Runs before the bot joins, so before its first event."""
+        instance = auth.get("instance")
+        if not isinstance(instance, str) or not instance or len(instance) > 64:
+            return
+        previous = interview.get("bot_instance")
+        if previous == instance:
+            return  # the same bot reconnecting: its own events are still open in its analysis
+        now = time.time()
+        left = as_unix(interview.get("bot_left_at"))
+        resumed = auth.get("resumed")
+        fields: dict[str, Any] = {"bot_instance": instance}
+        try:
+            if previous is not None:
+                at = self._call_time(interview_id, left if left is not None else now)
+                reason = ("bot moved to another worker" if resumed == "worker lost"
+                          else "bot restarting" if isinstance(resumed, str) and resumed else "bot invited again")
+                gaps = list(interview.get("bot_gaps") or [])[-99:]
+                gaps.append({"from": at, "to": self._call_time(interview_id, now), "reason": reason,
+                             "cause": str(resumed)[:200] if isinstance(resumed, str) else None})
+                fields["bot_gaps"] = gaps
+                for event in await self.store.list_events(interview_id):
+                    if not event.open:
+                        continue
+                    event.end = max(event.start, at)
+                    event.detail = {**event.detail, "interrupted": True}
+                    event.interview_id = interview_id
+                    self.writer.put(event)
+                    await self.sio.emit("alert", {"change": "closed", "event": event.to_dict(), "has_snapshot": False},
+                                        room=interviewer_room(interview_id))
+                    log.info("interview %s: event %s (%s) left open by the previous bot closed at %.1f s",
+                             interview_id, event.id, event.type, event.end)
+            await self.store.update_interview(interview_id, **fields)
+        except Exception:  # bookkeeping must not keep the bot out of the call
+            log.exception("could not record the bot's arrival in interview %s", interview_id)
+
+    async def flush_events(self) -> None:
+        await self.writer.flush()
+
+    async def bot_failed(self, interview_id: str, reason: str) -> None:
+        """The fleet gave up the interview's bot after its restarts: tell the interviewer."""
+        await self.sio.emit("bot_status", {"state": "failed", "reason": reason, "at": round(time.time(), 3)},
+                            room=interviewer_room(interview_id))
 
     async def announce(self, interview_id: str) -> None:
         people = [p.public() for p in self.rooms.participants(interview_id)]

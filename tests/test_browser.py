@@ -216,7 +216,7 @@ def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(serve
     wait(intv, lambda d: d.find_element(By.ID, "end-confirm").is_displayed(), what="end dialog")
     intv.find_element(By.ID, "end-confirm").click()
     wait(intv, lambda d: d.execute_script("return document.body.dataset.state") == "ended", what="ended")
-    assert not server.bots.is_present(iid)
+    assert not server.bots.running(iid)
     outbox = server.settings.outbox
     mails = list(outbox.glob("*.eml"))
     assert len(mails) == 1 and b"application/pdf" in mails[0].read_bytes()
@@ -236,7 +236,7 @@ def test_capacity_refusal_is_shown_to_the_interviewer(server, browsers):
     text = wait(intv, lambda d: d.execute_script(
         "const t = document.querySelector('.toast-error'); return t && t.textContent.trim()"), what="error toast")
     assert "capacity" in text.lower() or "PROCTOR_MAX_BOTS" in text
-    assert not server.bots.is_present(iv["id"])
+    assert not server.bots.running(iv["id"])
 
 
 def test_start_page_creates_an_interview_and_hands_out_both_links(server, browsers):

@@ -64,8 +64,10 @@ class CallControl:
     """What a call's target gets beside its job, in the child: which attempt this is, why the previous one
     ended, a small ``stats`` dict it may update (sent with each heartbeat), and the stop request."""
 
-    def __init__(self, job: Job, attempt: int, previous_end: str | None) -> None:
+    def __init__(self, job: Job, attempt: int, previous_end: str | None,
+                 context: dict[str, Any] | None = None) -> None:
         self.job = job
+        self.context = context or {}  # the worker's own settings for its calls (plain values)
         self.attempt = attempt  # 1 for the first child of this call on this worker
         self.previous_end = previous_end  # None, a failure reason, or WORKER_LOST after a takeover
         self.stats: dict[str, Any] = {}
@@ -94,7 +96,7 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def _child_main(target: str, job: Job, conn: Connection, attempt: int, previous_end: str | None,
-                interval: float, parent_pid: int) -> None:
+                interval: float, parent_pid: int, context: dict[str, Any] | None = None) -> None:
     """Entry point of a call's child process (spawn). An exception from the target exits with code 1.
 
     SIGINT and SIGTERM are ignored: a Ctrl-C or a service manager signalling the whole process group
@@ -102,7 +104,7 @@ def _child_main(target: str, job: Job, conn: Connection, attempt: int, previous_
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    asyncio.run(_child_run(target, CallControl(job, attempt, previous_end), conn, interval))
+    asyncio.run(_child_run(target, CallControl(job, attempt, previous_end, context), conn, interval))
 
 
 def _import_target(spec: str) -> Callable[[Job, CallControl], Awaitable[None]]:
@@ -241,12 +243,12 @@ class _Child:
     """One child process of a call, watched from the event loop: its heartbeats and its exit."""
 
     def __init__(self, ctx: Any, target: str, job: Job, attempt: int, previous_end: str | None,
-                 interval: float) -> None:
+                 interval: float, context: dict[str, Any] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         self.process = ctx.Process(
             target=_child_main, name=f"proctor-call-{job.id}",
-            args=(target, job, child_conn, attempt, previous_end, interval, os.getpid()))
+            args=(target, job, child_conn, attempt, previous_end, interval, os.getpid(), context))
         try:
             self.process.start()
         except BaseException:
@@ -340,8 +342,8 @@ class _Call:
             while not self.stopping.is_set():
                 self.attempt += 1
                 try:
-                    self.child = _Child(self.sup.context, self.sup.target, self.job, self.attempt,
-                                        self.previous_end, s.heartbeat_interval)
+                    self.child = _Child(self.sup.mp_context, self.sup.target, self.job, self.attempt,
+                                        self.previous_end, s.heartbeat_interval, self.sup.call_context)
                 except OSError as e:  # no process could be made (fork or pipe limits): a failure too
                     self.child = None
                     reason = f"start failed ({e})"
@@ -377,20 +379,23 @@ class Supervisor:
     """Runs each job in a child process of its own and keeps it alive; measures the load of the worker.
 
     ``target``: ``"package.module:function"``, the child's async entry point (see ``CallControl``).
+    ``context``: plain values every child gets as ``CallControl.context`` (the worker's settings for its
+    calls, e.g. where its models are).
     ``on_end(job, outcome)`` once per call (``done``, ``stopped``, ``failed``); ``on_failed(job, reason)``
     before it when the call was given up after ``max_restarts`` restarts. Either may be a coroutine.
     """
 
     def __init__(self, target: str, settings: FleetSettings | None = None, *,
                  on_end: EndCallback | None = None, on_failed: EndCallback | None = None,
-                 tick: float = 0.5, load_window: int = 6) -> None:
+                 tick: float = 0.5, load_window: int = 6, context: dict[str, Any] | None = None) -> None:
         if ":" not in target:
             raise ValueError(f"target must be 'package.module:function', got {target!r}")
         self.target = target
         self.settings = settings or FleetSettings.from_env()
         self.on_end = on_end
         self.on_failed = on_failed
-        self.context = multiprocessing.get_context("spawn")
+        self.mp_context = multiprocessing.get_context("spawn")
+        self.call_context = context  # given to every child as ``CallControl.context`` (picklable values)
         self.cores = len(os.sched_getaffinity(0))
         self._tick = tick
         self._calls: dict[str, _Call] = {}

@@ -48,14 +48,15 @@ class SessionStats:
 class CallSession:
     """Runs the bot for one interview until `stop()`."""
 
-    def __init__(self, interview: dict[str, Any], bot_token: str, server_url: str, models: ModelPaths):
+    def __init__(self, interview: dict[str, Any], bot_token: str, server_url: str, models: ModelPaths, *,
+                 resumed: str | None = None):
         self.interview = interview
         self.interview_id: str = interview["id"]
         self.policy = Policy.from_dict(interview.get("policy"))
         self.models = models
         self.origin = as_unix(interview.get("started_at")) or time.time()
         self.peer = BotPeer(server_url, bot_token, clock=self.clock,
-                            audio_chunk=self.policy.sampling.audio_chunk)
+                            audio_chunk=self.policy.sampling.audio_chunk, resumed=resumed)
         self.stats = SessionStats()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"detect-{self.interview_id[:8]}")
         self._analyzer: Analyzer | None = None
