@@ -24,6 +24,7 @@ from bot.settings import Settings
 from signaling import api, protocol, tokens
 from signaling.protocol import ProtocolError, RateLimiter
 from signaling.rooms import Participant, Rooms
+from signaling.roster import LocalRoster, RedisRoster, Roster
 from signaling.tokens import TokenError
 
 log = logging.getLogger("signaling.server")
@@ -46,6 +47,10 @@ def room(interview_id: str) -> str:
 
 def interviewer_room(interview_id: str) -> str:
     return f"iv:{interview_id}:interviewer"
+
+
+def bot_room(interview_id: str) -> str:
+    return f"iv:{interview_id}:bot"
 
 
 class EventWriter:
@@ -85,11 +90,13 @@ class EventWriter:
 class Hub:
     """Socket.IO handlers: auth on connect, rooms, relay, alerts."""
 
-    def __init__(self, sio: socketio.AsyncServer, store: Store, secret: str) -> None:
+    def __init__(self, sio: socketio.AsyncServer, store: Store, secret: str, *,
+                 redis_url: str | None = None) -> None:
         self.sio = sio
         self.store = store
         self.secret = secret
-        self.rooms = Rooms()
+        self.rooms = Rooms()  # this node's own sockets
+        self.roster: Roster = RedisRoster(self.rooms, redis_url) if redis_url else LocalRoster(self.rooms)
         self.limits: dict[str, RateLimiter] = {}
         self.started: dict[str, float] = {}  # interview id -> unix seconds the candidate first joined
         self.writer = EventWriter(store)
@@ -134,11 +141,18 @@ class Hub:
             or api.DEFAULT_NAMES[claims.role]
         if claims.role == "bot" and isinstance(auth, dict):
             await self._bot_arrives(iid, interview, auth)
-        replaced = self.rooms.join(iid, sid, claims.role, name)
+        try:
+            replaced = await self.roster.join(iid, sid, claims.role, name)
+        except Exception:
+            log.exception("could not add %s to interview %s", sid, iid)
+            self.rooms.leave(sid)
+            raise socketio.exceptions.ConnectionRefusedError("server busy, try again") from None
         self.limits[sid] = RateLimiter()
         await self.sio.enter_room(sid, room(iid))
         if claims.role == "interviewer":
             await self.sio.enter_room(sid, interviewer_room(iid))
+        elif claims.role == "bot":
+            await self.sio.enter_room(sid, bot_room(iid))
         log.info("%s %s joined interview %s", claims.role, sid, iid)
         if replaced is not None:
             log.info("%s %s replaces %s in interview %s", claims.role, sid, replaced, iid)
@@ -157,7 +171,7 @@ class Hub:
 
     async def disconnect(self, sid: str, reason: Any = None) -> None:
         self.limits.pop(sid, None)
-        p = self.rooms.leave(sid)
+        p = await self.roster.leave(sid)
         if p is not None:
             log.info("%s %s left interview %s (%s)", p.role, sid, p.interview_id, reason)
             if p.role == "bot":
@@ -223,12 +237,12 @@ class Hub:
                             room=interviewer_room(interview_id))
 
     async def announce(self, interview_id: str) -> None:
-        people = [p.public() for p in self.rooms.participants(interview_id)]
+        people = [p.public() for p in await self.roster.participants(interview_id)]
         await self.sio.emit("participants", {"participants": people}, room=room(interview_id))
 
     async def close_interview(self, interview_id: str) -> None:
-        """Disconnect every socket of the interview (its data is being deleted)."""
-        for p in self.rooms.participants(interview_id):
+        """Disconnect every socket of the interview, on every node (its data is being deleted)."""
+        for p in await self.roster.participants(interview_id):
             await self.sio.disconnect(p.sid)
         self.started.pop(interview_id, None)
 
@@ -237,6 +251,7 @@ class Hub:
             for p in self.rooms.participants(iid):
                 await self.sio.disconnect(p.sid)
         await self.writer.flush()
+        await self.roster.close()
 
     async def _mark_started(self, interview_id: str, at: float) -> None:
         try:
@@ -281,7 +296,7 @@ class Hub:
             return
         p, msg = got
         assert isinstance(msg, protocol.Signal)
-        if msg.to == sid or not self.rooms.same_interview(sid, msg.to):
+        if msg.to == sid or not await self.roster.contains(p.interview_id, msg.to):
             await self.reply_error(sid, "signal", "unknown recipient: not a participant of this interview")
             return
         await self.sio.emit(
@@ -308,12 +323,10 @@ class Hub:
             return
         p, msg = got
         assert isinstance(msg, protocol.PageEvent)
-        bot = self.rooms.sid_of(p.interview_id, "bot")
-        if bot is None:
-            return
         started = self.started.get(p.interview_id)
         t = 0.0 if started is None else max(0.0, round(time.time() - started, 3))
-        await self.sio.emit("page_event", {"kind": msg.kind, "active": msg.active, "t": t}, to=bot)
+        await self.sio.emit("page_event", {"kind": msg.kind, "active": msg.active, "t": t},
+                            room=bot_room(p.interview_id))  # wherever the bot's node is
 
     async def on_chat(self, sid: str, *args: Any) -> None:
         got = await self._accept("chat", sid, args)
@@ -438,7 +451,10 @@ def create_app(settings: Settings, store: Store, *, bots: Bots | None = None,
     """
     secret = settings.ensure_secret()
     app = web.Application(client_max_size=MAX_TRANSPORT, middlewares=[api.error_middleware])
+    manager = socketio.AsyncRedisManager(settings.redis_url, channel="proctor:socketio") \
+        if settings.redis_url else None  # emits reach the sockets of every signaling node
     sio = socketio.AsyncServer(
+        client_manager=manager,
         async_mode="aiohttp",
         max_http_buffer_size=MAX_TRANSPORT,
         cors_allowed_origins=_cors_origins(settings),
@@ -446,7 +462,7 @@ def create_app(settings: Settings, store: Store, *, bots: Bots | None = None,
         engineio_logger=False,
     )
     _read_polling_bodies_whole(sio)
-    hub = Hub(sio, store, secret)
+    hub = Hub(sio, store, secret, redis_url=settings.redis_url)
     app[api.SETTINGS] = settings
     app[api.STORE] = store
     app[api.SECRET] = secret
@@ -464,8 +480,12 @@ def create_app(settings: Settings, store: Store, *, bots: Bots | None = None,
     app.router.add_get("/static/vendor/socket.io.min.js", socket_io_js)
     app.router.add_get("/static/{path:.+}", static_file)
 
+    async def on_startup(app: web.Application) -> None:
+        await hub.roster.start()
+
     async def on_shutdown(app: web.Application) -> None:
         await hub.close()
 
+    app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
     return app
