@@ -50,7 +50,8 @@ async def run_call(job: Job, control: CallControl) -> None:
     data = job.data
     session = CallSession(data["interview"], data["bot_token"], data["server_url"], models,
                           resumed=control.previous_end)
-    log.info("call %s: attempt %d (previous end: %s)", job.id, control.attempt, control.previous_end)
+    log.info("call %s: attempt %d (previous end: %s), call clock from %s", job.id, control.attempt,
+             control.previous_end, data["interview"].get("started_at"))
     if control.stop_requested:  # stopped while this process was starting: nothing to leave
         return
     try:
