@@ -178,7 +178,7 @@ async def test_two_nodes_two_workers_a_killed_worker_is_replaced_and_redis_may_r
         for _ in range(10):
             seen = len(interviewer.alerts)
             await candidate.send_page_event("tab_hidden", True)  # node B -> the bot on node A -> node B
-            crossed = await wait_for(lambda: any(a["event"]["type"] == "tab_hidden"  # noqa: B023
+            crossed = await wait_for(lambda: any(a["event"]["type"] == "tab_hidden"
                                                  for _, a in interviewer.alerts[seen:]), 2)  # noqa: B023
             await candidate.send_page_event("tab_hidden", False)
             if crossed:
