@@ -15,7 +15,6 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
@@ -27,7 +26,7 @@ from bot.callproc import CALL_TARGET, call_context, notify_failed
 from bot.fleet import FleetSettings
 from bot.fleet.bots import FleetBots
 from bot.fleet.jobs import Dispatch, JobSource, RedisDispatch, RedisJobSource
-from bot.fleet.worker import LocalJobs, Worker, run_worker
+from bot.fleet.worker import LocalJobs, Worker
 from bot.live.registry import CallRegistry
 from bot.ports import Bots, Store
 from bot.report.service import Reports
@@ -164,31 +163,3 @@ def serve(settings: Settings, *, worker: bool = True) -> None:
             log.info("shutting down")
 
     asyncio.run(main())
-
-
-def work(settings: Settings, *, drain_timeout: float | None = None, worker_id: str | None = None) -> None:
-    """`proctor worker`: take calls from Redis and run each in a child process until SIGTERM (drain)."""
-    if not settings.redis_url:
-        raise ValueError("proctor worker needs REDIS_URL (the fleet's dispatch); "
-                         "on one machine `proctor serve` runs a worker itself")
-    models = check_models(settings)
-    fleet = FleetSettings.from_env()
-
-    async def main() -> None:
-        assert settings.redis_url
-        source = RedisJobSource(settings.redis_url, worker_id=worker_id, worker_timeout=fleet.worker_timeout)
-        log.info("worker %s: up to %d calls below %.0f%% CPU, on %s", source.worker_id, fleet.max_calls,
-                 fleet.load_threshold * 100, _redacted(settings.redis_url))
-        await run_worker(source, CALL_TARGET, fleet, on_failed=notify_failed, drain_timeout=drain_timeout,
-                         context=call_context(models))
-
-    asyncio.run(main())
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for the log."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username or ''}:****@{parts.hostname}{f':{parts.port}' if parts.port else ''}"
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url

@@ -12,8 +12,10 @@ A call's process:
 3. reports its counters with every heartbeat; ends when the supervisor asks (the interview ended,
    or the worker drains), or raises when its analysis loop died, so the supervisor restarts it.
 
-``notify_failed`` is the worker's ``on_failed``: after the last restart it tells the server (with the
-job's bot token) that the bot gave up, and the server tells the interviewer.
+``work`` is ``proctor worker``: a worker on Redis whose process imports no server, reports or database
+driver (an idle worker stays small). ``notify_failed`` is the worker's ``on_failed``: after the last
+restart it tells the server (with the job's bot token) that the bot gave up, and the server tells the
+interviewer.
 """
 from __future__ import annotations
 
@@ -21,12 +23,17 @@ import asyncio
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from adapters.models import model_paths
 from bot.analysis.detectors import ModelPaths
-from bot.fleet import Job
+from bot.fleet import FleetSettings, Job
+from bot.fleet.jobs import RedisJobSource
 from bot.fleet.supervisor import CallControl
+from bot.fleet.worker import run_worker
+from bot.settings import Settings
 
 log = logging.getLogger("proctor.call")
 
@@ -92,3 +99,31 @@ async def notify_failed(job: Job, reason: str) -> None:
             log.warning("call %s given up (%s); cannot tell the server yet: %s", job.id, reason, e)
         await asyncio.sleep(1.0 + attempt)
     log.error("call %s given up (%s); the server could not be told", job.id, reason)
+
+
+def work(settings: Settings, *, drain_timeout: float | None = None, worker_id: str | None = None) -> None:
+    """`proctor worker`: take calls from Redis and run each in a child process until SIGTERM (drain)."""
+    if not settings.redis_url:
+        raise ValueError("proctor worker needs REDIS_URL (the fleet's dispatch); "
+                         "on one machine `proctor serve` runs a worker itself")
+    models = model_paths(settings)
+    fleet = FleetSettings.from_env()
+
+    async def main() -> None:
+        assert settings.redis_url
+        source = RedisJobSource(settings.redis_url, worker_id=worker_id, worker_timeout=fleet.worker_timeout)
+        log.info("worker %s: up to %d calls below %.0f%% CPU, on %s", source.worker_id, fleet.max_calls,
+                 fleet.load_threshold * 100, _redacted(settings.redis_url))
+        await run_worker(source, CALL_TARGET, fleet, on_failed=notify_failed, drain_timeout=drain_timeout,
+                         context=call_context(models))
+
+    asyncio.run(main())
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for the log."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:****@{parts.hostname}{f':{parts.port}' if parts.port else ''}"
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

@@ -101,7 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from adapters.models import ModelError
-    from bot.app import work
+    from bot.callproc import work
 
     try:
         work(Settings.from_env(), drain_timeout=args.drain_timeout, worker_id=args.worker_id)
