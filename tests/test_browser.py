@@ -64,7 +64,8 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     async def _start(self) -> None:
-        self._running = running(self.settings)
+        # the bot in this process, so the test can read its session's figures (the fleet's processes: test_fleet)
+        self._running = running(self.settings, bots="inprocess")
         app = await self._running.__aenter__()
         self.store, self.bots = app.store, app.bots
 
