@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,7 +25,8 @@ from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
-FAST = FleetSettings(call_timeout=10.0, worker_timeout=3.0, restart_delay=0.2, load_threshold=0.99)
+# admission by load is test_fleet_supervisor's; here a busy machine must not refuse the call under test
+FAST = FleetSettings(call_timeout=10.0, worker_timeout=3.0, restart_delay=0.2, load_threshold=0.99, load_scope="worker")
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +117,7 @@ async def test_two_nodes_two_workers_a_killed_worker_is_replaced_and_redis_may_r
     through Redis); SIGKILL the worker running the call: the other worker takes it over and a new alert
     arrives, nothing is stored twice; Redis restarts empty mid-call: the call goes on and still ends cleanly."""
     common = {"MONGODB_URI": mongo_server.uri, "REDIS_URL": redis_server.url, "PROCTOR_SECRET_KEY": "fleet-test",
-              "PROCTOR_WORKER_TIMEOUT": "3", "PROCTOR_LOAD_THRESHOLD": "0.99"}
+              "PROCTOR_WORKER_TIMEOUT": "3", "PROCTOR_LOAD_THRESHOLD": "0.99", "PROCTOR_LOAD_SCOPE": "worker"}
     logs = tmp_path / "logs"
     nodes, urls = [], []
     for name in ("node-a", "node-b"):
@@ -215,3 +217,33 @@ async def test_two_nodes_two_workers_a_killed_worker_is_replaced_and_redis_may_r
     assert old.detail.get("interrupted") is True and old.end is not None
     assert interview is not None and interview["bot_gaps"][0]["reason"] == "bot moved to another worker"
     assert interview["status"] == "ended"
+
+
+async def test_a_call_that_keeps_crashing_is_given_up_and_the_interviewer_is_told(settings, store, tmp_path):
+    """Models that cannot load make every attempt of the call's process fail: after its restarts the worker gives
+    the call up, tells the server with the bot's token, and the interviewer's socket gets ``bot_status``."""
+    from bot.analysis.detectors import ModelPaths
+    from bot.app import make_worker
+    from tests.support.clients import Peer
+
+    broken = ModelPaths(yunet=tmp_path / "missing.onnx", face_landmarker=tmp_path / "missing.task",
+                        yolo=tmp_path / "missing-yolo.onnx")
+    async with served(settings, store, bots="fleet", worker=False) as srv:
+        worker = make_worker(srv.bots.dispatch, broken, replace(FAST, max_restarts=1))  # 3: test_fleet_supervisor
+        worker.start()
+        try:
+            iid = await srv.interview()
+            token = srv.token(iid, "interviewer")
+            interviewer = Peer()
+            interviewer.sio.on("bot_status", interviewer._collector("error"))  # noted with the errors
+            await interviewer.connect(srv.url, token)
+            status, body, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot", headers=auth(token))
+            assert status == 202, body
+            got = await interviewer.next("error", 60)
+            assert got["state"] == "failed" and "crash" in got["reason"]
+            stored = await store.get_interview(iid)
+            assert stored is not None and "crash" in stored["bot_failed"]["reason"]
+            await interviewer.close()
+        finally:
+            worker.stop()
+            await worker.start()

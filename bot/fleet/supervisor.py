@@ -224,6 +224,35 @@ class _TreeCpu:
         return sum(self._shares) / len(self._shares) if self._shares else 0.0
 
 
+class _MachineCpu:
+    """Busy share of all the machine's CPUs (``/proc/stat``), averaged over the last few samples: what the
+    calls of this worker would have to share with everything else running there."""
+
+    def __init__(self, window: int) -> None:
+        self._last: tuple[int, int] | None = None
+        self._shares: deque[float] = deque(maxlen=window)
+
+    @staticmethod
+    def _read() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat", "rb") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+        return total - fields[3] - (fields[4] if len(fields) > 4 else 0), total
+
+    def sample(self) -> None:
+        now = self._read()
+        if now is not None and self._last is not None and now[1] > self._last[1]:
+            self._shares.append((now[0] - self._last[0]) / (now[1] - self._last[1]))
+        self._last = now or self._last
+
+    @property
+    def share(self) -> float:
+        return sum(self._shares) / len(self._shares) if self._shares else 0.0
+
+
 # --- the supervisor's side ----------------------------------------------------------------------------
 
 
@@ -400,6 +429,7 @@ class Supervisor:
         self._tick = tick
         self._calls: dict[str, _Call] = {}
         self._cpu = _TreeCpu(self.cores, load_window)
+        self._machine = _MachineCpu(load_window)
         self._rss_mb = 0.0
         self._closing = False
         self._watch: asyncio.Task[None] | None = None
@@ -422,12 +452,21 @@ class Supervisor:
     def can_take(self) -> bool:
         """True while not closing, under ``max_calls`` and under ``load_threshold`` of the cores."""
         return (not self._closing and len(self._calls) < self.settings.max_calls
-                and self._cpu.share < self.settings.load_threshold)
+                and self.cpu_share < self.settings.load_threshold)
+
+    @property
+    def cpu_share(self) -> float:
+        """The load admission compares with ``load_threshold``: the worker's own process tree, or with
+        ``load_scope="machine"`` the busier of it and the whole machine."""
+        if self.settings.load_scope == "machine":
+            return max(self._cpu.share, self._machine.share)
+        return self._cpu.share
 
     def load(self) -> dict[str, float | int]:
         """For the worker's heartbeat: CPU share of the cores used by the worker's whole process tree
         (0..1, averaged over the last few seconds), number of calls, RSS of the tree in MiB."""
-        return {"cpu": round(self._cpu.share, 3), "calls": len(self._calls), "rss_mb": round(self._rss_mb, 1)}
+        return {"cpu": round(self._cpu.share, 3), "machine_cpu": round(self._machine.share, 3),
+                "calls": len(self._calls), "rss_mb": round(self._rss_mb, 1)}
 
     def calls(self) -> dict[str, CallInfo]:
         return {job_id: call.info() for job_id, call in self._calls.items()}
@@ -495,6 +534,7 @@ class Supervisor:
         procs = _read_procs()
         tree = _tree(os.getpid(), procs)
         self._cpu.add({pid: procs[pid].cpu_ticks for pid in tree}, now)
+        self._machine.sample()
         self._rss_mb = sum(procs[pid].rss_pages for pid in tree) * _PAGE / _MIB
         s = self.settings
         for call in list(self._calls.values()):
