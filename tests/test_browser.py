@@ -173,6 +173,17 @@ def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(serve
     print(f"\nbrowser alert latency (frame taken -> interviewer page): median {statistics.median(got) * 1000:.0f} ms, "
           f"max {max(got) * 1000:.0f} ms, n={len(got)}; bot analysed {session.stats.fps():.1f} frames/s")
 
+    # the candidate's browser sends the bot only what it samples (faces at 5/s: 8 frames/s at most)
+    sent = cand.execute_script("return window.proctorDebug.botSendParameters")
+    assert sent and sent["maxFramerate"] == 8, sent
+    video = session.peer.video
+    n0, t0 = video.frames_received, time.monotonic()
+    time.sleep(4)
+    received = (video.frames_received - n0) / (time.monotonic() - t0)
+    print(f"frames the bot received from Chromium: {received:.1f}/s (camera 15/s, maxFramerate 8); "
+          f"analysed {session.stats.fps():.1f}/s")
+    assert 4.0 <= received <= 9.5
+
     token = iv["interviewer_url"].split("token=")[1].split("&")[0]
 
     def stored_face_missing() -> list[dict]:  # written in the background, right after the alert

@@ -56,9 +56,12 @@ class BotPeer:
         retry_grace: float = 2.0,
         page_queue: int = 256,
         resumed: str | None = None,
+        video_wanted: dict[str, int] | None = None,
     ) -> None:
         self.server_url = server_url
         self.bot_token = bot_token
+        # What the candidate's page should send the bot (``maxFramerate``, ``maxHeight``): only what it samples
+        self.video_wanted = video_wanted
         self.resumed = resumed  # why the previous bot of this call ended (a restart or a takeover), if any
         # One id per bot process: the server tells a reconnect of this bot (its open events go on) from
         # a new bot (the events a previous bot left open are closed as interrupted).
@@ -293,7 +296,8 @@ class BotPeer:
         offer = await session.create_offer()
         sent_at = time.monotonic()
         session.pc.on("connectionstatechange", lambda: self._connected(session, sent_at))
-        if not await self._emit("signal", {"to": remote_sid, "kind": "offer", "data": offer}):
+        data: dict[str, Any] = {**offer, "send": self.video_wanted} if self.video_wanted else dict(offer)
+        if not await self._emit("signal", {"to": remote_sid, "kind": "offer", "data": data}):
             log.warning("could not send the offer to %s", remote_sid)
         self.offers_sent += 1
         self._spawn(self._watch(session, self.answer_timeout))
