@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -73,10 +72,7 @@ async def run_call(job: Job, control: CallControl) -> None:
         raise
     try:
         while not await control.wait_stop(STATS_EVERY):
-            stats = session.stats
-            control.stats.update(frames=stats.frames_analysed, fps=round(stats.fps(), 2),
-                                 audio_chunks=stats.audio_chunks, changes=stats.changes_sent,
-                                 at=round(time.time(), 3))
+            control.stats.update(session.figures())
             if not session.running:
                 raise RuntimeError(f"the analysis loop of call {job.id} ended by itself")
     finally:

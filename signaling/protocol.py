@@ -46,6 +46,7 @@ class Signal:
 class BotEvent:
     change: str
     event: Event  # snapshot decoded; interview_id not yet set (the server sets it)
+    taken_at: float | None = None  # unix time the bot took the frame (or audio) behind the change
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +184,8 @@ def parse_bot_event(payload: Any) -> BotEvent:
         snapshot = decode_snapshot(d["snapshot_b64"])
     event = Event(type=etype, start=start, end=end, confidence=confidence, detail=dict(detail),
                   snapshot=snapshot, id=eid)
-    return BotEvent(change=change, event=event)
+    taken_at = _number(d, "taken_at", "bot_event", optional=True)  # unix time of the frame behind the change
+    return BotEvent(change=change, event=event, taken_at=taken_at)
 
 
 def parse_page_event(payload: Any) -> PageEvent:

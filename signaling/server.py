@@ -311,11 +311,11 @@ class Hub:
         event = msg.event
         event.interview_id = p.interview_id
         self.writer.put(event)  # ordered, saved in the background
-        await self.sio.emit(
-            "alert",
-            {"change": msg.change, "event": event.to_dict(), "has_snapshot": event.snapshot is not None},
-            room=interviewer_room(p.interview_id),
-        )
+        alert: dict[str, Any] = {"change": msg.change, "event": event.to_dict(),
+                                 "has_snapshot": event.snapshot is not None}
+        if msg.taken_at is not None:
+            alert["taken_at"] = msg.taken_at  # the page (and the benchmarks) can tell how fresh the alert is
+        await self.sio.emit("alert", alert, room=interviewer_room(p.interview_id))
 
     async def on_page_event(self, sid: str, *args: Any) -> None:
         got = await self._accept("page_event", sid, args, roles=("candidate",))

@@ -262,7 +262,7 @@ class Worker:
                 try:
                     await self._flush_ended()
                     if time.monotonic() >= next_beat:
-                        calls = {job_id: {"attempt": c.attempt, "rss_mb": round(c.rss_mb, 1), **c.stats}
+                        calls = {job_id: {"attempt": c.attempt, "pid": c.pid, "rss_mb": round(c.rss_mb, 1), **c.stats}
                                  for job_id, c in self.supervisor.calls().items()}
                         load = {**self.supervisor.load(), "draining": self._draining.is_set(), "per_call": calls}
                         self._apply(await self.source.heartbeat(load))

@@ -43,6 +43,7 @@ def video_wanted(policy: Policy) -> dict[str, int]:
 @dataclass
 class SessionStats:
     frames_analysed: int = 0
+    samples: dict[str, int] = field(default_factory=dict)  # detector family -> frames it ran on
     audio_chunks: int = 0
     changes_sent: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -76,6 +77,16 @@ class CallSession:
     def clock(self) -> float:
         """Seconds since the call started: the time base of live events."""
         return time.time() - self.origin
+
+    def figures(self) -> dict[str, Any]:
+        """This call's counters, plain values (a call process sends them with its heartbeat)."""
+        st = self.stats
+        video, audio = self.peer.video, self.peer.audio
+        return {"since": round(time.time() - (time.monotonic() - st.started), 3), "frames": st.frames_analysed,
+                "fps": round(st.fps(), 2), "samples": dict(st.samples), "audio_chunks": st.audio_chunks,
+                "audio_dropped": audio.chunks_dropped if audio is not None else 0,
+                "frames_received": video.frames_received if video is not None else 0,
+                "changes": st.changes_sent, "at": round(time.time(), 3)}
 
     @property
     def running(self) -> bool:
@@ -163,6 +174,8 @@ class CallSession:
         if frame is not None:
             changes += a.frame(frame, due)
             self.stats.frames_analysed += 1
+            for name in due:
+                self.stats.samples[name] = self.stats.samples.get(name, 0) + 1
         for chunk in audio:
             changes += a.audio(chunk)
             self.stats.audio_chunks += 1
@@ -175,7 +188,7 @@ class CallSession:
             e = change.event
             e.interview_id = self.interview_id
             await self.peer.send_event(change.kind, e.to_dict(),
-                                       e.snapshot if change.kind == "opened" else None)
+                                       e.snapshot if change.kind == "opened" else None, taken_at=taken)
             self.stats.changes_sent += 1
             self.stats.fired.append((change.kind, e.id, taken, time.time()))
             if change.kind == "opened":

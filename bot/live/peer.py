@@ -165,13 +165,16 @@ class BotPeer:
     async def send_chat(self, text: str) -> bool:
         return await self._emit("chat", {"text": text[:500]})
 
-    async def send_event(self, change: str, event: dict[str, Any], snapshot_jpeg: bytes | None = None) -> bool:
+    async def send_event(self, change: str, event: dict[str, Any], snapshot_jpeg: bytes | None = None,
+                         taken_at: float | None = None) -> bool:
         """Send one event change; False if the socket is away.
 
         Every change is kept until the server acknowledges it and resent after a reconnect
         (the server upserts events by id), up to OUTBOX_SIZE changes.
         """
         payload: dict[str, Any] = {"change": change, "event": {k: v for k, v in event.items() if k != "snapshot"}}
+        if taken_at is not None:
+            payload["taken_at"] = round(taken_at, 3)
         if snapshot_jpeg:
             jpeg = await fit_snapshot(snapshot_jpeg)
             if jpeg:
