@@ -54,8 +54,11 @@ async def run_call(job: Job, control: CallControl) -> None:
     if not isinstance(models, ModelPaths):
         raise RuntimeError("the worker gave no models to the call's process")
     data = job.data
+    import cv2
+
+    cv2.setNumThreads(1)  # one call per process: the calls fill the cores; more threads per call only contend
     session = CallSession(data["interview"], data["bot_token"], data["server_url"], models,
-                          resumed=control.previous_end)
+                          resumed=control.previous_end, threads=1)
     log.info("call %s: attempt %d (previous end: %s), call clock from %s", job.id, control.attempt,
              control.previous_end, data["interview"].get("started_at"))
     if control.stop_requested:  # stopped while this process was starting: nothing to leave

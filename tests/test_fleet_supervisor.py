@@ -119,6 +119,17 @@ async def test_admission_by_count_and_measured_load(tmp_path: Path) -> None:
     assert sorted(ends.ended) == [("b1", "stopped"), ("r1", "stopped")]
 
 
+async def test_a_call_behind_its_pace_stops_admission(tmp_path: Path) -> None:
+    log, ends = tmp_path / "log", Ends()
+    settings = FleetSettings(**{**FAST.__dict__, "load_threshold": 5.0})  # only the pace decides here
+    async with Supervisor(TARGET, settings, on_end=ends.on_end, tick=0.2) as sup:
+        sup.start_call(Job("slow", {"log": str(log), "plan": ["behind"]}))
+        load = await until(lambda: (not sup.can_take()) and sup.load(), what="the call to report it is behind")
+        assert load["behind"] == 1 and sup.calls_behind() == ["slow"]
+        await sup.stop_call("slow", timeout=1)
+        assert sup.can_take()
+
+
 WORKER = """
 import asyncio, sys
 from bot.fleet import FleetSettings, Job

@@ -190,3 +190,18 @@ async def test_the_database_going_away_mid_call_loses_nothing(live_settings, sto
         assert len(ids) == len(set(ids))  # written once each
         assert sent <= set(ids)  # every alerted event is in the database
         assert {"face_missing", "tab_hidden"} <= {d["type"] for d in in_db}
+
+
+def test_a_call_behind_its_face_rate_defers_objects_first():
+    """`Pace`: faces at 5/s over the window keep the call on pace; fewer make it behind (objects deferred)."""
+    from bot.live.call import BEHIND_WINDOW, Pace
+
+    pace = Pace(face_fps=5.0)
+    t0 = pace.started + 2 * BEHIND_WINDOW  # past the warm-up
+    assert not pace.behind(pace.started + 1.0)  # never judged while warming up
+    for i in range(int(5 * BEHIND_WINDOW)):
+        pace.face_sampled(t0 - BEHIND_WINDOW + i / 5)
+    assert not pace.behind(t0)
+    for i in range(int(2 * BEHIND_WINDOW)):  # 2 faces/s for the last window
+        pace.face_sampled(t0 + 0.5 + i / 2)
+    assert pace.behind(t0 + BEHIND_WINDOW + 0.5)

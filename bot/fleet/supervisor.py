@@ -450,9 +450,15 @@ class Supervisor:
     # admission and reporting
 
     def can_take(self) -> bool:
-        """True while not closing, under ``max_calls`` and under ``load_threshold`` of the cores."""
+        """True while not closing, under ``max_calls``, under ``load_threshold`` of the cores, and no running
+        call is behind its pace."""
         return (not self._closing and len(self._calls) < self.settings.max_calls
-                and self.cpu_share < self.settings.load_threshold)
+                and self.cpu_share < self.settings.load_threshold and not self.calls_behind())
+
+    def calls_behind(self) -> list[str]:
+        """Running calls whose target says, with its last heartbeat, that it cannot keep its pace (``"behind"``
+        in its stats): a worker takes no new call before its running ones are served."""
+        return [job_id for job_id, call in self._calls.items() if call.child and call.child.stats.get("behind")]
 
     @property
     def cpu_share(self) -> float:
@@ -466,7 +472,7 @@ class Supervisor:
         """For the worker's heartbeat: CPU share of the cores used by the worker's whole process tree
         (0..1, averaged over the last few seconds), number of calls, RSS of the tree in MiB."""
         return {"cpu": round(self._cpu.share, 3), "machine_cpu": round(self._machine.share, 3),
-                "calls": len(self._calls), "rss_mb": round(self._rss_mb, 1)}
+                "calls": len(self._calls), "behind": len(self.calls_behind()), "rss_mb": round(self._rss_mb, 1)}
 
     def calls(self) -> dict[str, CallInfo]:
         return {job_id: call.info() for job_id, call in self._calls.items()}

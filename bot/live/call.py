@@ -9,6 +9,7 @@ stores it and alerts the interviewer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -30,6 +31,9 @@ from bot.live.peer import BotPeer
 log = logging.getLogger(__name__)
 
 TRACK_REPORT_EVERY = 0.5  # seconds between TrackObservations per track
+BEHIND_WINDOW = 3.0  # s over which the face sampling rate is compared with the policy's
+BEHIND_RATIO = 0.9  # below this share of the face rate the call is behind: objects are deferred first
+OBJECTS_AT_LEAST_EVERY = 3.0  # s: a call that is behind still looks for objects this often
 MAX_HEIGHT = 480  # the detectors need no more (faces at 640x480; YOLO letterboxes to 640)
 
 
@@ -38,6 +42,30 @@ def video_wanted(policy: Policy) -> dict[str, int]:
     rate (so the newest frame is never much older than a sampling instant) and at most 480 lines."""
     rate = Sampler.from_policy(policy.sampling).max_rate
     return {"maxFramerate": max(2, min(30, math.ceil(rate * 1.5))), "maxHeight": MAX_HEIGHT}
+
+
+class Pace:
+    """Whether the call keeps its face sampling rate: the times of the last face samples over a window.
+
+    When the machine cannot give a call what its policy asks, the call keeps faces and audio and defers the
+    object detector (the costliest, and the one events need least often) to once every few seconds."""
+
+    def __init__(self, face_fps: float) -> None:
+        self.face_fps = face_fps
+        self._faces: deque[float] = deque()
+        self.started = time.monotonic()
+        self.objects_deferred = 0
+
+    def face_sampled(self, now: float) -> None:
+        self._faces.append(now)
+        while self._faces and self._faces[0] < now - BEHIND_WINDOW:
+            self._faces.popleft()
+
+    def behind(self, now: float) -> bool:
+        if now - self.started < BEHIND_WINDOW * 2:  # warming up: not judged yet
+            return False
+        recent = sum(1 for t in self._faces if t >= now - BEHIND_WINDOW)
+        return recent < BEHIND_RATIO * self.face_fps * BEHIND_WINDOW
 
 
 @dataclass
@@ -58,11 +86,12 @@ class CallSession:
     """Runs the bot for one interview until `stop()`."""
 
     def __init__(self, interview: dict[str, Any], bot_token: str, server_url: str, models: ModelPaths, *,
-                 resumed: str | None = None):
+                 resumed: str | None = None, threads: int = 2):
         self.interview = interview
         self.interview_id: str = interview["id"]
         self.policy = Policy.from_dict(interview.get("policy"))
         self.models = models
+        self.threads = threads  # inference threads of this call's detectors (1 in a call process of the fleet)
         self.origin = as_unix(interview.get("started_at")) or time.time()
         self.peer = BotPeer(server_url, bot_token, clock=self.clock,
                             audio_chunk=self.policy.sampling.audio_chunk, resumed=resumed,
@@ -73,6 +102,8 @@ class CallSession:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._track_reported = -math.inf
+        self.pace = Pace(self.policy.sampling.face_fps)
+        self._objects_at = -math.inf  # monotonic time objects last ran
 
     def clock(self) -> float:
         """Seconds since the call started: the time base of live events."""
@@ -86,7 +117,8 @@ class CallSession:
                 "fps": round(st.fps(), 2), "samples": dict(st.samples), "audio_chunks": st.audio_chunks,
                 "audio_dropped": audio.chunks_dropped if audio is not None else 0,
                 "frames_received": video.frames_received if video is not None else 0,
-                "changes": st.changes_sent, "at": round(time.time(), 3)}
+                "changes": st.changes_sent, "behind": self.pace.behind(time.monotonic()),
+                "objects_deferred": self.pace.objects_deferred, "at": round(time.time(), 3)}
 
     @property
     def running(self) -> bool:
@@ -94,7 +126,8 @@ class CallSession:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        detectors = await loop.run_in_executor(self._executor, Detectors.load, self.policy, self.models)
+        detectors = await loop.run_in_executor(
+            self._executor, functools.partial(Detectors.load, self.policy, self.models, threads=self.threads))
         self._analyzer = Analyzer(self.policy, detectors, interview_id=self.interview_id)
         try:
             await self.peer.start()
@@ -138,7 +171,7 @@ class CallSession:
             due: frozenset[str] = frozenset()
             video = self.peer.video
             if video is not None and video.latest_t is not None and (last_t is None or video.latest_t > last_t):
-                due = sampler.due(video.latest_t)
+                due = self._paced(sampler.due(video.latest_t))
                 if due:
                     frame = video.latest()  # converts the newest frame only now
                     last_t = frame.t if frame is not None else last_t
@@ -154,6 +187,18 @@ class CallSession:
                     await asyncio.wait_for(self._stopping.wait(), wait)
                 except TimeoutError:
                     pass
+
+    def _paced(self, due: frozenset[str]) -> frozenset[str]:
+        """Faces first: a call that is behind its face rate runs objects only every few seconds."""
+        now = time.monotonic()
+        if "faces" in due:
+            self.pace.face_sampled(now)
+        if "objects" in due:
+            if self.pace.behind(now) and now - self._objects_at < OBJECTS_AT_LEAST_EVERY:
+                self.pace.objects_deferred += 1
+                return due - {"objects"}
+            self._objects_at = now
+        return due
 
     def _other_observations(self) -> list[Observation]:
         out: list[Observation] = list(self.peer.take_page_observations())
