@@ -205,3 +205,35 @@ def test_a_call_behind_its_face_rate_defers_objects_first():
     for i in range(int(2 * BEHIND_WINDOW)):  # 2 faces/s for the last window
         pace.face_sampled(t0 + 0.5 + i / 2)
     assert pace.behind(t0 + BEHIND_WINDOW + 0.5)
+
+
+async def test_a_detector_failure_is_logged_the_models_reloaded_and_the_call_goes_on(caplog):
+    """A frame the real detectors cannot take (an empty image: OpenCV raises) is logged with the interview and
+    the media time, the models are reloaded, and the next frame is analysed as before."""
+    import logging
+
+    import numpy as np
+
+    from bot.analysis.frames import VideoFrame
+    from bot.analysis.pipeline import Analyzer, Detectors
+    from bot.live.call import CallSession
+    from tests.support.paths import shared_models
+    from tests.support.scenario import read_clip
+
+    models = shared_models()
+    session = CallSession({"id": "iv-detector-failure"}, "no-token", "http://127.0.0.1:9", models, threads=1)
+    session._analyzer = Analyzer(session.policy, Detectors.load(session.policy, models, threads=1))
+    first = session._analyzer.detectors
+    good = read_clip(MEDIA / "video/student.mkv")[0]
+    everything = frozenset({"faces", "objects", "camera"})
+    try:
+        with caplog.at_level(logging.ERROR, logger="bot.live.call"):
+            assert session._step(VideoFrame(t=12.5, image=np.zeros((0, 0, 3), np.uint8)), everything, [], []) == []
+        assert session.stats.detector_errors == 1 and session._analyzer.detectors is not first
+        assert any("iv-detector-failure" in r.getMessage() and "12.5 s" in r.getMessage() for r in caplog.records)
+        for i in range(3):
+            session._step(VideoFrame(t=13.0 + i * 0.2, image=good), everything, [], [])
+        assert session.stats.frames_analysed == 4 and session.stats.detector_errors == 1
+        assert session._analyzer.rules is not None and session._analyzer.samples == 4
+    finally:
+        session._analyzer.detectors.close()

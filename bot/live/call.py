@@ -34,6 +34,7 @@ TRACK_REPORT_EVERY = 0.5  # seconds between TrackObservations per track
 BEHIND_WINDOW = 3.0  # s over which the face sampling rate is compared with the policy's
 BEHIND_RATIO = 0.9  # below this share of the face rate the call is behind: objects are deferred first
 OBJECTS_AT_LEAST_EVERY = 3.0  # s: a call that is behind still looks for objects this often
+MAX_RELOADS = 5  # detector failures a call survives by reloading the models; past it the call's process restarts
 MAX_HEIGHT = 480  # the detectors need no more (faces at 640x480; YOLO letterboxes to 640)
 
 
@@ -71,6 +72,7 @@ class Pace:
 @dataclass
 class SessionStats:
     frames_analysed: int = 0
+    detector_errors: int = 0
     samples: dict[str, int] = field(default_factory=dict)  # detector family -> frames it ran on
     audio_chunks: int = 0
     changes_sent: int = 0
@@ -117,8 +119,9 @@ class CallSession:
                 "fps": round(st.fps(), 2), "samples": dict(st.samples), "audio_chunks": st.audio_chunks,
                 "audio_dropped": audio.chunks_dropped if audio is not None else 0,
                 "frames_received": video.frames_received if video is not None else 0,
-                "changes": st.changes_sent, "behind": self.pace.behind(time.monotonic()),
-                "objects_deferred": self.pace.objects_deferred, "at": round(time.time(), 3)}
+                "changes": st.changes_sent, "detector_errors": st.detector_errors,
+                "behind": self.pace.behind(time.monotonic()), "objects_deferred": self.pace.objects_deferred,
+                "at": round(time.time(), 3)}
 
     @property
     def running(self) -> bool:
@@ -217,16 +220,41 @@ class CallSession:
         assert a is not None
         changes: list[EventChange] = []
         if frame is not None:
-            changes += a.frame(frame, due)
+            changes += self._guarded("the video detectors", frame.t, a.frame, frame, due)
             self.stats.frames_analysed += 1
             for name in due:
                 self.stats.samples[name] = self.stats.samples.get(name, 0) + 1
         for chunk in audio:
-            changes += a.audio(chunk)
+            changes += self._guarded("the voice detector", chunk.t, a.audio, chunk)
             self.stats.audio_chunks += 1
         if others:
             changes += a.observe(*sorted(others, key=lambda o: o.t))
         return changes
+
+    def _guarded(self, what: str, t: float, fn: Any, *args: Any) -> list[EventChange]:
+        """Worker thread: one detector step; a failure is logged with the interview and the media time, the
+        models are reloaded and the call goes on (the rules keep their state). After ``MAX_RELOADS`` failures
+        the error is raised: the analysis loop ends and, in the fleet, the call's process is restarted."""
+        try:
+            changes: list[EventChange] = fn(*args)
+            return changes
+        except Exception:
+            self.stats.detector_errors += 1
+            log.exception("interview %s: %s failed at %.1f s (failure %d); reloading the models",
+                          self.interview_id, what, t, self.stats.detector_errors)
+            if self.stats.detector_errors > MAX_RELOADS:
+                raise
+            self._reload()
+            return []
+
+    def _reload(self) -> None:
+        a = self._analyzer
+        assert a is not None
+        try:
+            a.detectors.close()
+        except Exception:
+            log.exception("interview %s: closing the failed detectors failed too", self.interview_id)
+        a.detectors = Detectors.load(self.policy, self.models, threads=self.threads)
 
     async def _send(self, changes: list[EventChange], taken: float) -> None:
         for change in changes:
