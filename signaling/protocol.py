@@ -26,7 +26,9 @@ MAX_ID = 64  # characters of an event id or a sid
 SIGNAL_KINDS = ("offer", "answer", "candidate")
 CHANGES = ("opened", "updated", "closed")
 PAGE_KINDS = ("tab_hidden", "window_blur")
-EVENTS = ("signal", "bot_event", "page_event", "chat")
+EVENTS = ("signal", "bot_event", "page_event", "chat", "bot_state")
+BOT_STATES = ("analysing", "no_media")
+FAMILIES = ("faces", "objects", "camera")
 
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -60,7 +62,18 @@ class Chat:
     text: str
 
 
-Message = Signal | BotEvent | PageEvent | Chat
+@dataclass(frozen=True, slots=True)
+class BotState:
+    """The bot's heartbeat (every few seconds): what it is doing and what it has analysed since it joined."""
+
+    state: str  # analysing | no_media
+    face_fps: float  # faces sampled per second lately
+    samples: dict[str, int]  # detector family -> frames analysed since this bot joined
+    audio_seconds: float  # audio analysed since this bot joined
+    since: float  # call time (s) this bot joined
+
+
+Message = Signal | BotEvent | PageEvent | Chat | BotState
 
 
 def max_size(event: str) -> int:
@@ -210,7 +223,27 @@ def parse_chat(payload: Any) -> Chat:
     return Chat(text=text)
 
 
+def parse_bot_state(payload: Any) -> BotState:
+    d = _object(payload, "bot_state")
+    state = _choice(d, "state", BOT_STATES, "bot_state")
+    numbers = {k: _number(d, k, "bot_state") for k in ("face_fps", "audio_seconds", "since")}
+    if any(v is None or v < 0 or v > 1e9 for v in numbers.values()):
+        raise ProtocolError("bot_state.face_fps, audio_seconds and since must be >= 0")
+    raw = d.get("samples")
+    if not isinstance(raw, dict):
+        raise ProtocolError("bot_state.samples must be an object")
+    samples: dict[str, int] = {}
+    for name in FAMILIES:
+        v = raw.get(name, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 10**9:
+            raise ProtocolError(f"bot_state.samples.{name} must be a count")
+        samples[name] = v
+    return BotState(state=state, face_fps=float(numbers["face_fps"] or 0), samples=samples,
+                    audio_seconds=float(numbers["audio_seconds"] or 0), since=float(numbers["since"] or 0))
+
+
 _PARSERS: dict[str, Callable[[Any], Message]] = {
+    "bot_state": parse_bot_state,
     "signal": parse_signal,
     "bot_event": parse_bot_event,
     "page_event": parse_page_event,
@@ -245,6 +278,7 @@ DEFAULT_LIMITS: dict[str, tuple[float, float]] = {
     "signal": (20.0, 60.0),  # browsers trickle ICE candidates in bursts
     "bot_event": (20.0, 60.0),
     "page_event": (4.0, 20.0),
+    "bot_state": (2.0, 5.0),  # the bot's heartbeat, every 2 s
     "chat": (1.0, 5.0),
     "error": (5.0, 10.0),  # replies we send back: bounds what a flood costs us
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import deque
 from datetime import datetime, timezone
@@ -47,6 +48,10 @@ def room(interview_id: str) -> str:
 
 def interviewer_room(interview_id: str) -> str:
     return f"iv:{interview_id}:interviewer"
+
+
+_INSTANCE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a bot instance id: also a key in the interview's document
+COVERAGE_SAVE_EVERY = 10.0  # s between two writes of a bot's coverage counters
 
 
 def bot_room(interview_id: str) -> str:
@@ -100,6 +105,8 @@ class Hub:
         self.limits: dict[str, RateLimiter] = {}
         self.started: dict[str, float] = {}  # interview id -> unix seconds the candidate first joined
         self.writer = EventWriter(store)
+        self.bot_instance: dict[str, str] = {}  # bot sid -> its instance id (this node's bots)
+        self.coverage: dict[str, tuple[str, dict[str, Any], float]] = {}  # interview -> (instance, counters, saved)
         self._tasks = TaskSet("hub")
         sio.on("connect", self.connect)
         sio.on("disconnect", self.disconnect)
@@ -107,6 +114,7 @@ class Hub:
         sio.on("bot_event", self.on_bot_event)
         sio.on("page_event", self.on_page_event)
         sio.on("chat", self.on_chat)
+        sio.on("bot_state", self.on_bot_state)
         sio.on("*", self.on_other)
 
     # --- lifecycle ---
@@ -141,6 +149,9 @@ class Hub:
             or api.DEFAULT_NAMES[claims.role]
         if claims.role == "bot" and isinstance(auth, dict):
             await self._bot_arrives(iid, interview, auth)
+            instance = auth.get("instance")
+            if isinstance(instance, str) and _INSTANCE.match(instance):
+                self.bot_instance[sid] = instance
         try:
             replaced = await self.roster.join(iid, sid, claims.role, name)
         except Exception:
@@ -175,6 +186,7 @@ class Hub:
         if p is not None:
             log.info("%s %s left interview %s (%s)", p.role, sid, p.interview_id, reason)
             if p.role == "bot":
+                self.bot_instance.pop(sid, None)
                 self._tasks.spawn(self._bot_left(p.interview_id))
             await self.announce(p.interview_id)
 
@@ -186,6 +198,8 @@ class Hub:
 
     async def _bot_left(self, interview_id: str) -> None:
         try:
+            await self._save_coverage(interview_id)
+            self.coverage.pop(interview_id, None)
             await self.store.update_interview(interview_id, bot_left_at=datetime.now(timezone.utc).isoformat())
         except Exception:
             log.exception("could not record the bot leaving interview %s", interview_id)
@@ -204,6 +218,8 @@ class Hub:
         left = as_unix(interview.get("bot_left_at"))
         resumed = auth.get("resumed")
         fields: dict[str, Any] = {"bot_instance": instance}
+        if interview.get("bot_first_at") is None:  # the call went unwatched until now: a coverage gap
+            fields["bot_first_at"] = self._call_time(interview_id, now)
         try:
             if previous is not None:
                 at = self._call_time(interview_id, left if left is not None else now)
@@ -228,6 +244,37 @@ class Hub:
         except Exception:  # bookkeeping must not keep the bot out of the call
             log.exception("could not record the bot's arrival in interview %s", interview_id)
 
+    async def on_bot_state(self, sid: str, *args: Any) -> None:
+        """The bot's heartbeat: shown on the interviewer's page, and what it analysed kept for the coverage."""
+        got = await self._accept("bot_state", sid, args, roles=("bot",))
+        if got is None:
+            return
+        p, msg = got
+        assert isinstance(msg, protocol.BotState)
+        now = time.time()
+        await self.sio.emit("bot_status", {"state": msg.state, "face_fps": round(msg.face_fps, 2),
+                                           "at": round(now, 3)}, room=interviewer_room(p.interview_id))
+        instance = self.bot_instance.get(sid)
+        if instance is None:
+            return
+        counters = {"samples": msg.samples, "audio_seconds": msg.audio_seconds, "since": msg.since}
+        _, _, saved = self.coverage.get(p.interview_id, ("", {}, 0.0))
+        self.coverage[p.interview_id] = (instance, counters, saved)
+        if now - saved >= COVERAGE_SAVE_EVERY:
+            self._tasks.spawn(self._save_coverage(p.interview_id))
+
+    async def _save_coverage(self, interview_id: str) -> None:
+        """What the interview's bot has analysed, per bot instance (a restarted bot counts from zero)."""
+        held = self.coverage.get(interview_id)
+        if held is None:
+            return
+        instance, counters, _ = held
+        self.coverage[interview_id] = (instance, counters, time.time())
+        try:
+            await self.store.update_interview(interview_id, **{f"bot_coverage.{instance}": counters})
+        except Exception:
+            log.exception("could not store the coverage of interview %s", interview_id)
+
     async def flush_events(self) -> None:
         await self.writer.flush()
 
@@ -245,6 +292,7 @@ class Hub:
         for p in await self.roster.participants(interview_id):
             await self.sio.disconnect(p.sid)
         self.started.pop(interview_id, None)
+        self.coverage.pop(interview_id, None)
 
     async def close(self) -> None:
         for iid in self.rooms.interviews():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import logging
 import time
 from urllib.parse import parse_qs, urlsplit
@@ -403,7 +404,7 @@ async def test_end_then_reports_then_delete(srv):
 
         status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/end", headers=h)
         assert status == 200, data
-        assert set(data) == {"score", "risk", "needs_review", "events", "delivery"}
+        assert set(data) == {"score", "risk", "needs_review", "coverage", "events", "delivery"}
         assert data["events"] == 1 and 0 <= data["score"] < 100 and data["risk"] in ("low", "medium", "high")
         assert data["delivery"].startswith(f"written to {srv.settings.outbox}")  # no SMTP host: the outbox
         # the bot left the call
@@ -472,6 +473,9 @@ async def test_reports_show_the_stored_events_and_the_review(srv):
     assert status == 200 and headers["Content-Type"].startswith("text/csv")
     assert f'filename="interview-{iid}.csv"' in headers["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(text)))
+    gaps = [r for r in rows if r["type"] == "not_analysed"]  # no bot was ever invited: nothing was watched
+    assert [json.loads(r["detail"])["reason"] for r in gaps] == ["bot not invited yet"]
+    rows = [r for r in rows if r["type"] != "not_analysed"]
     assert [(r["id"], r["type"], r["start"], r["end"]) for r in rows] == [
         (face.id, "face_missing", "2.000", "12.000"), (faces.id, "multiple_faces", "4.000", "8.000"),
         (tab.id, "tab_hidden", "9.000", "")]
@@ -499,7 +503,8 @@ async def test_reports_show_the_stored_events_and_the_review(srv):
     assert (entry["event_id"], entry["action"], entry["note"], entry["by"]) == (
         face.id, "dismissed", "false alarm", "Iris")
     status, text, _ = await http("GET", url + "/report.csv", headers=h)
-    assert [r["review"] for r in csv.DictReader(io.StringIO(text))] == ["dismissed", "", ""]
+    assert [r["review"] for r in csv.DictReader(io.StringIO(text)) if r["type"] != "not_analysed"] == [
+        "dismissed", "", ""]
     status, body, _ = await http("GET", url + "/report.pdf", headers=h)
     assert status == 200 and "false alarm" in pdf_text(body)
 

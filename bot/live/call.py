@@ -34,6 +34,7 @@ TRACK_REPORT_EVERY = 0.5  # seconds between TrackObservations per track
 BEHIND_WINDOW = 3.0  # s over which the face sampling rate is compared with the policy's
 BEHIND_RATIO = 0.9  # below this share of the face rate the call is behind: objects are deferred first
 OBJECTS_AT_LEAST_EVERY = 3.0  # s: a call that is behind still looks for objects this often
+STATE_EVERY = 2.0  # s between two bot_state heartbeats (the interviewer's page shows "gone" after 10 s without)
 MAX_RELOADS = 5  # detector failures a call survives by reloading the models; past it the call's process restarts
 MAX_HEIGHT = 480  # the detectors need no more (faces at 640x480; YOLO letterboxes to 640)
 
@@ -61,6 +62,10 @@ class Pace:
         self._faces.append(now)
         while self._faces and self._faces[0] < now - BEHIND_WINDOW:
             self._faces.popleft()
+
+    def rate(self, now: float) -> float:
+        """Faces sampled per second over the last window."""
+        return sum(1 for t in self._faces if t >= now - BEHIND_WINDOW) / BEHIND_WINDOW
 
     def behind(self, now: float) -> bool:
         if now - self.started < BEHIND_WINDOW * 2:  # warming up: not judged yet
@@ -106,6 +111,8 @@ class CallSession:
         self._track_reported = -math.inf
         self.pace = Pace(self.policy.sampling.face_fps)
         self._objects_at = -math.inf  # monotonic time objects last ran
+        self._joined_at = 0.0  # call time the bot joined
+        self._state_at = -math.inf  # monotonic time of the last bot_state
 
     def clock(self) -> float:
         """Seconds since the call started: the time base of live events."""
@@ -138,6 +145,7 @@ class CallSession:
             await loop.run_in_executor(self._executor, detectors.close)
             raise
         self._task = asyncio.create_task(self._run(), name=f"bot-{self.interview_id}")
+        self._joined_at = self.clock()
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Close open events, send them, leave the call, free the models."""
@@ -179,6 +187,9 @@ class CallSession:
                     frame = video.latest()  # converts the newest frame only now
                     last_t = frame.t if frame is not None else last_t
             audio = self.peer.audio.take_all() if self.peer.audio is not None else []
+            if tick - self._state_at >= STATE_EVERY:
+                self._state_at = tick
+                await self.peer.send_state(self.state())
             others = self._other_observations()
             if frame is not None or audio or others:
                 taken = time.time()
@@ -190,6 +201,16 @@ class CallSession:
                     await asyncio.wait_for(self._stopping.wait(), wait)
                 except TimeoutError:
                     pass
+
+    def state(self) -> dict[str, Any]:
+        """The bot's heartbeat: analysing or waiting for media, its face rate, what it analysed since it joined."""
+        video = self.peer.video
+        media = video is not None and video.frames_received > 0 and video.silent_for() < 2.0
+        return {"state": "analysing" if media else "no_media",
+                "face_fps": round(self.pace.rate(time.monotonic()), 2),
+                "samples": {k: self.stats.samples.get(k, 0) for k in ("faces", "objects", "camera")},
+                "audio_seconds": round(self.stats.audio_chunks * self.policy.sampling.audio_chunk, 1),
+                "since": round(self._joined_at, 3)}
 
     def _paced(self, due: frozenset[str]) -> frozenset[str]:
         """Faces first: a call that is behind its face rate runs objects only every few seconds."""

@@ -186,6 +186,10 @@ class BotPeer:
             self.events_lost += 1
         return await self._push(self._sequence)
 
+    async def send_state(self, state: dict[str, Any]) -> bool:
+        """The bot's heartbeat (``bot_state``); nothing is kept when the socket is away (the next one follows)."""
+        return await self._emit("bot_state", state)
+
     async def _push(self, key: int) -> bool:
         payload = self._unacked.get(key)
         if payload is None:
