@@ -26,7 +26,7 @@ from bot.live.registry import CallRegistry
 from bot.ports import Store
 from bot.report.service import Reports
 from bot.settings import Settings
-from signaling.server import create_app
+from signaling.server import check_pages, create_app
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ async def running(settings: Settings, *, store: Store | None = None, bots: bool 
     reports. On exit the bots leave their calls (closing and sending their open events), the sockets close, the
     pending event writes finish, then the store closes.
     """
+    check_pages()  # a page that cannot load its script fails here, in one line (`PagesMissing`)
     async with AsyncExitStack() as stack:
         if store is None:
             opened = await MongoStore.open(settings)
@@ -86,6 +87,7 @@ async def running(settings: Settings, *, store: Store | None = None, bots: bool 
 
 def serve(settings: Settings) -> None:
     """`proctor serve`: run until SIGINT or SIGTERM, then shut down gracefully."""
+    check_pages()
     check_models(settings)
 
     async def main() -> None:

@@ -83,6 +83,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from adapters.models import ModelError
     from bot.app import serve
+    from signaling.server import PagesMissing
 
     settings = Settings.from_env()
     if args.host:
@@ -91,7 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings.port = args.port
     try:
         serve(settings)
-    except ModelError as e:
+    except (ModelError, PagesMissing) as e:
         return _fail(str(e))
     except KeyboardInterrupt:
         pass

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.paths import MEDIA, REPO
+from tests.support.paths import MEDIA
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -30,8 +30,6 @@ FFMPEG = shutil.which("ffmpeg")
 if not CHROMIUM or not CHROMEDRIVER or not FFMPEG:
     pytest.skip("needs Debian's chromium, chromium-driver and ffmpeg (./scripts/setup --test)",
                 allow_module_level=True)
-if not (REPO / "signaling/web/node_modules/socket.io-client/dist/socket.io.min.js").is_file():
-    pytest.skip("socket.io-client is not installed: npm ci --prefix signaling/web", allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
