@@ -44,7 +44,13 @@ Attachment = tuple[str, bytes, str]  # (file name, content, MIME type)
 
 
 class Delivery(Protocol):
-    def describe(self) -> str: ...
+    """How a report was mailed (`adapters.mail.MailResult`)."""
+
+    def public(self) -> dict[str, Any]:
+        """``{"delivered": "smtp"|"outbox", "to": [...]}``: what API answers and the database may show (no
+        server path, no SMTP error text)."""
+    def describe(self) -> str:
+        """One line for the server's log (may name the outbox file)."""
 
 
 class Mailer(Protocol):

@@ -405,13 +405,15 @@ async def test_end_then_reports_then_delete(srv):
         assert status == 200, data
         assert set(data) == {"score", "risk", "needs_review", "events", "delivery"}
         assert data["events"] == 1 and 0 <= data["score"] < 100 and data["risk"] in ("low", "medium", "high")
-        assert data["delivery"].startswith(f"written to {srv.settings.outbox}")  # no SMTP host: the outbox
+        # no SMTP host: the outbox; the answer names no file of the server
+        assert data["delivery"] == {"delivered": "outbox", "to": ["iris@example.com"]}
+        assert str(srv.settings.data_dir) not in str(data) and ".eml" not in str(data)
         # the bot left the call
         await interviewer.until("participants", lambda d: roles(d) == ["interviewer"], timeout=10)
         assert not srv.bots.is_present(iid) and srv.bots.sessions == {}
     stored = await srv.store.get_interview(iid)
     assert stored["status"] == "ended" and stored["ended_at"] and stored["report_sent_at"]
-    assert stored["report_delivery"] == data["delivery"]
+    assert stored["report_delivery"] == data["delivery"]  # report.json shows the stored interview: no path either
 
     # one mail to the interviewer, with the PDF report
     (mail,) = outbox_mails(srv.settings)
@@ -440,6 +442,8 @@ async def test_end_then_reports_then_delete(srv):
     assert f"{ev.id},multiple_faces,4.000,8.000," in text
     status, data, _ = await http("GET", f"{srv.url}/api/interviews/{iid}/report.json", headers=h)
     assert status == 200 and [e["id"] for e in data["events"]] == [ev.id]
+    assert data["interview"]["report_delivery"] == {"delivered": "outbox", "to": ["iris@example.com"]}
+    assert str(srv.settings.data_dir) not in str(data)
 
     status, data, _ = await http("DELETE", f"{srv.url}/api/interviews/{iid}", headers=h)
     assert status == 200 and data == {"deleted": True}

@@ -69,7 +69,7 @@ class Reports:
             data.interview["interviewer_email"], f"Proctoring report: {name}", body,
             [(f"proctoring-report-{interview_id}.pdf", pdf, "application/pdf")])
         await self.store.update_interview(interview_id, report_sent_at=datetime.now(timezone.utc).isoformat(),
-                                          report_delivery=result.describe())
+                                          report_delivery=result.public())
         log.info("report for interview %s: %s", interview_id, result.describe())
         return {"score": s.value, "risk": s.risk, "needs_review": s.needs_review,
-                "events": len(data.events), "delivery": result.describe()}
+                "events": len(data.events), "delivery": result.public()}
