@@ -55,7 +55,8 @@ def cache_dir() -> Path:
     return Path(_env("PROCTOR_CACHE_DIR") or platformdirs.user_cache_dir(APP))
 
 
-SECRET_FIELDS = {"secret_key", "smtp_password", "mongodb_uri"}
+SECRET_FIELDS = {"secret_key", "smtp_password", "mongodb_uri", "api_key"}
+MIN_API_KEY = 16  # characters of PROCTOR_API_KEY
 
 
 @dataclass
@@ -80,6 +81,8 @@ class Settings:
     smtp_from: str = "proctor-bot@localhost"
     outbox_dir: Path | None = None
     max_bots: int = 4  # calls analysed at once (measured: 4 fit on 2 cores, benchmarks/bench_live.py)
+    api_key: str | None = None  # PROCTOR_API_KEY: one operator key from the environment (others: `proctor keys`)
+    create_rate: int = 30  # interviews one operator key may create per minute
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -102,9 +105,18 @@ class Settings:
             smtp_from=_env("SMTP_FROM", "proctor-bot@localhost"),
             outbox_dir=_path("PROCTOR_OUTBOX_DIR"),
             max_bots=_int("PROCTOR_MAX_BOTS", 4),
+            api_key=_env("PROCTOR_API_KEY"),
+            create_rate=_int("PROCTOR_CREATE_RATE", 30),
         )
         if s.smtp_tls not in ("starttls", "tls", "none"):
             raise SystemExit(f"error: SMTP_TLS must be starttls, tls or none, got {s.smtp_tls!r}")
+        if s.api_key is not None and (len(s.api_key) < MIN_API_KEY or not s.api_key.isascii()
+                                      or not s.api_key.isprintable()
+                                      or s.api_key != s.api_key.strip()):
+            raise SystemExit(f"error: PROCTOR_API_KEY must be at least {MIN_API_KEY} printable ASCII "
+                             "characters without surrounding spaces")
+        if s.create_rate < 1:
+            raise SystemExit(f"error: PROCTOR_CREATE_RATE must be at least 1 (per minute), got {s.create_rate}")
         return s
 
     @property

@@ -23,6 +23,7 @@ from bot.common import TaskSet, as_unix
 from bot.ports import Bots, Reports, Store
 from bot.settings import Settings
 from signaling import api, protocol, tokens
+from signaling.operators import Operators
 from signaling.protocol import ProtocolError, RateLimiter
 from signaling.rooms import Participant, Rooms
 from signaling.tokens import TokenError
@@ -418,6 +419,7 @@ def create_app(settings: Settings, store: Store, *, bots: Bots | None = None,
     app[api.SETTINGS] = settings
     app[api.STORE] = store
     app[api.SECRET] = secret
+    app[api.OPERATORS] = Operators(store, env_key=settings.api_key, per_minute=settings.create_rate)
     if bots is not None:
         app[api.BOTS] = bots
     if reports is not None:

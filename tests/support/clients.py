@@ -22,9 +22,12 @@ from bot.settings import Settings
 from signaling import tokens
 from tests.support.servers import free_port
 
+TEST_API_KEY = "test-operator-key-0123456789"
+
 
 class Served:
-    """The running app (`bot.app.App`) with helpers to make interviews and tokens."""
+    """The running app (`bot.app.App`) with helpers to make interviews and tokens; `operator` is the header
+    with the operator API key (``PROCTOR_API_KEY`` of the settings) that `POST /api/interviews` needs."""
 
     def __init__(self, app: App) -> None:
         self.app = app
@@ -32,6 +35,8 @@ class Served:
         self.store = app.store
         self.url = app.url
         self.secret = app.settings.secret_key
+        self.api_key = app.settings.api_key or ""
+        self.operator = {"Authorization": f"Bearer {self.api_key}"}
         self.bots = app.bots  # bot.live.registry.CallRegistry, when served with bots=True
         self.reports = app.reports
 
@@ -49,8 +54,10 @@ async def served(settings: Settings, store: Store | None = None, *, bots: bool =
                  reports: bool = False) -> AsyncIterator[Served]:
     """`bot.app.running` on 127.0.0.1 and a free port, with a fixed token secret. With `bots`, the real bot
     joins calls in this process; with `reports`, reports mail through the real `Mailer` (``.eml`` files in
-    ``settings.outbox`` unless the settings name an SMTP host)."""
+    ``settings.outbox`` unless the settings name an SMTP host). The operator key is ``settings.api_key``, by
+    default `TEST_API_KEY`."""
     settings.secret_key = settings.secret_key or "test-secret"
+    settings.api_key = settings.api_key or TEST_API_KEY
     settings.host = "127.0.0.1"
     settings.port = free_port()
     async with running(settings, store=store, bots=bots, reports=reports) as app:
