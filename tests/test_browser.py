@@ -62,9 +62,10 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     async def _start(self) -> None:
-        self._running = running(self.settings)
+        self._running = running(self.settings, first_key=True)  # as `proctor serve`: the first operator key
         app = await self._running.__aenter__()
         self.store, self.bots = app.store, app.bots
+        self.key, self.start_link = app.first_key, app.start_link
 
     async def _stop(self) -> None:
         await self._running.__aexit__(None, None, None)
@@ -134,7 +135,7 @@ def alerts(driver, kind: str, change: str = "opened") -> list[dict]:
 
 
 def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(server, browsers, camera, tmp_path):
-    status, iv = server.api("POST", "/api/interviews", body={"candidate_name": "Chloé Chromium",
+    status, iv = server.api("POST", "/api/interviews", server.key, body={"candidate_name": "Chloé Chromium",
                                                              "interviewer_email": "ivan@example.com"})
     assert status in (200, 201), iv
     iid = iv["id"]
@@ -222,7 +223,7 @@ def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(serve
 
 def test_capacity_refusal_is_shown_to_the_interviewer(server, browsers):
     server.bots.max_calls = 0
-    status, iv = server.api("POST", "/api/interviews", body={"candidate_name": "Full House",
+    status, iv = server.api("POST", "/api/interviews", server.key, body={"candidate_name": "Full House",
                                                              "interviewer_email": "ivan@example.com"})
     assert status in (200, 201)
     intv = browsers()
@@ -239,8 +240,21 @@ def test_capacity_refusal_is_shown_to_the_interviewer(server, browsers):
 
 def test_start_page_creates_an_interview_and_hands_out_both_links(server, browsers):
     page = browsers()
-    page.get(server.settings.base_url + "/")
+    page.get(server.start_link)  # the link `proctor serve` prints at its first start: the key in the fragment
+    assert server.start_link.startswith(server.settings.base_url + "/#key=pk_")
+    key_field = page.find_element(By.NAME, "operator_key")
+    assert key_field.get_attribute("value") == server.key
+    assert page.execute_script("return location.href") == server.settings.base_url + "/"  # out of the bar
+    key_field.clear()
+    key_field.send_keys("pk_not_a_real_key")
     page.find_element(By.NAME, "candidate_name").send_keys("Ana Start")
+    page.find_element(By.NAME, "interviewer_email").send_keys("ana.lead@example.com")
+    page.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    error = wait(page, lambda d: d.find_element(By.ID, "error").text, what="key error")
+    assert "Operator key" in error and "invalid" in error
+    key_field.clear()
+    key_field.send_keys(server.key)
+    page.find_element(By.NAME, "interviewer_email").clear()
     page.find_element(By.NAME, "interviewer_email").send_keys("not-an-email")
     page.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     assert page.execute_script("return document.body.dataset.state") == "idle"  # the browser's own check
@@ -264,3 +278,5 @@ def test_start_page_creates_an_interview_and_hands_out_both_links(server, browse
     page.get(interviewer_url)
     wait(page, lambda d: d.execute_script("return document.body.dataset.state") in ("connected", "in-call"),
          what="interviewer page connected")
+    page.get(server.settings.base_url + "/")  # the browser kept the key
+    assert page.find_element(By.NAME, "operator_key").get_attribute("value") == server.key
