@@ -230,3 +230,11 @@ def test_changing_weights_changes_the_report_score():
     heavier = ReportData(interview=iv, events=events)
     assert base.score is not None and heavier.score is not None
     assert heavier.score.value < base.score.value
+
+
+def test_json_never_shows_an_old_delivery_line_with_a_server_path():
+    old = {**live_interview(), "report_delivery": "written to /srv/proctor/outbox/20260101-report.eml"}
+    assert "report_delivery" not in build_json(ReportData(interview=old, events=[]))["interview"]
+    new = {**live_interview(), "report_delivery": {"delivered": "outbox", "to": ["iris@example.com"]}}
+    assert build_json(ReportData(interview=new, events=[]))["interview"]["report_delivery"] == {
+        "delivered": "outbox", "to": ["iris@example.com"]}
