@@ -1,7 +1,8 @@
 """The `proctor` command.
 
     proctor analyze VIDEO [--audio FILE] [--policy FILE] --out DIR
-    proctor serve [--host H] [--port P]
+    proctor serve [--host H] [--port P] [--no-worker]
+    proctor worker [--drain-timeout S] [--worker-id ID]
     proctor models list | fetch [NAME...] | verify
     proctor keys create NAME | list | revoke NAME
     proctor config
@@ -129,8 +130,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port:
         settings.port = args.port
     try:
-        serve(settings)
+        serve(settings, worker=not args.no_worker)
     except (ModelError, PagesMissing) as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from adapters.models import ModelError
+    from bot.callproc import work
+
+    try:
+        work(Settings.from_env(), drain_timeout=args.drain_timeout, worker_id=args.worker_id)
+    except (ModelError, ValueError) as e:
         return _fail(str(e))
     except KeyboardInterrupt:
         pass
@@ -157,12 +171,25 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
     a.set_defaults(func=cmd_analyze)
 
-    s = sub.add_parser("serve", help="run the signaling server, web pages and bot workers",
+    s = sub.add_parser("serve", help="run the signaling server, web pages and a local bot worker",
                        description="Start the HTTP + Socket.IO server. With no MONGODB_URI it starts an "
                                    "embedded MongoDB-wire server; with no SMTP_HOST reports go to an outbox.")
     s.add_argument("--host", help="address to listen on (default PROCTOR_HOST or 127.0.0.1)")
     s.add_argument("--port", type=int, help="port (default PROCTOR_PORT or 8080)")
+    s.add_argument("--no-worker", action="store_true",
+                   help="run only signaling and the API; calls go to `proctor worker` processes (REDIS_URL)")
     s.set_defaults(func=cmd_serve)
+
+    w = sub.add_parser("worker", help="take calls from Redis and run each in a supervised child process",
+                       description="A bot worker of the fleet: needs REDIS_URL and the models. It takes calls "
+                                   "while under PROCTOR_LOAD_THRESHOLD of its cores and PROCTOR_MAX_BOTS calls; "
+                                   "each call runs in its own process, restarted if it crashes or hangs. "
+                                   "SIGTERM drains (no new call; running calls finish), a second one hands them "
+                                   "to other workers.")
+    w.add_argument("--drain-timeout", type=float, help="seconds a drain waits for the calls to end before "
+                                                       "handing them to other workers (default: no limit)")
+    w.add_argument("--worker-id", help="this worker's name in Redis (default: host-pid-random)")
+    w.set_defaults(func=cmd_worker)
 
     m = sub.add_parser("models", help="list, fetch or verify model files",
                        description="Models are looked up in PROCTOR_MODELS_DIR, then the user cache; "

@@ -85,12 +85,14 @@ class Mailer(Protocol):
 
 
 class Bots(Protocol):
-    """Brings the bot into calls and out of them (`bot.live.registry.CallRegistry`)."""
+    """Brings the bot into calls and out of them: `bot.fleet.bots.FleetBots` (each call in a worker's child
+    process) or `bot.live.registry.CallRegistry` (in this process; tests and debugging)."""
 
     async def invite(self, interview: dict[str, Any], bot_token: str, server_url: str) -> None:
         """Start the bot for the interview (idempotent while it runs); `Capacity` when full."""
-    async def end(self, interview_id: str) -> None: ...
-    def is_present(self, interview_id: str) -> bool: ...
+    async def end(self, interview_id: str) -> None:
+        """Ask the bot to leave and wait until it has (its closing events sent)."""
+    async def is_present(self, interview_id: str) -> bool: ...
     async def close(self) -> None: ...
 
 

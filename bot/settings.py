@@ -55,7 +55,7 @@ def cache_dir() -> Path:
     return Path(_env("PROCTOR_CACHE_DIR") or platformdirs.user_cache_dir(APP))
 
 
-SECRET_FIELDS = {"secret_key", "smtp_password", "mongodb_uri", "api_key"}
+SECRET_FIELDS = {"secret_key", "smtp_password", "mongodb_uri", "redis_url", "api_key"}
 MIN_API_KEY = 16  # characters of PROCTOR_API_KEY
 
 
@@ -81,6 +81,8 @@ class Settings:
     smtp_from: str = "proctor-bot@localhost"
     outbox_dir: Path | None = None
     max_bots: int = 4  # calls analysed at once (measured: 4 fit on 2 cores, benchmarks/bench_live.py)
+    redis_url: str | None = None  # REDIS_URL: the fleet's dispatch and the signaling nodes' bus; None: one machine
+    claim_timeout: float = 5.0  # s an invitation waits for a worker to take the call before it answers 503
     api_key: str | None = None  # PROCTOR_API_KEY: one operator key from the environment (others: `proctor keys`)
     create_rate: int = 30  # interviews one operator key may create per minute
 
@@ -105,6 +107,8 @@ class Settings:
             smtp_from=_env("SMTP_FROM", "proctor-bot@localhost"),
             outbox_dir=_path("PROCTOR_OUTBOX_DIR"),
             max_bots=_int("PROCTOR_MAX_BOTS", 4),
+            redis_url=_env("REDIS_URL"),
+            claim_timeout=float(_int("PROCTOR_CLAIM_TIMEOUT", 5)),
             api_key=_env("PROCTOR_API_KEY"),
             create_rate=_int("PROCTOR_CREATE_RATE", 30),
         )

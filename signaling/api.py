@@ -49,6 +49,8 @@ class Hub(Protocol):
     """What the API needs from the Socket.IO side (`signaling.server.Hub`)."""
 
     async def close_interview(self, interview_id: str) -> None: ...
+    async def bot_failed(self, interview_id: str, reason: str) -> None: ...
+    async def flush_events(self) -> None: ...
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -278,7 +280,7 @@ async def invite_bot(request: web.Request) -> web.Response:
     interview = await interview_or_404(request, iid)
     if interview.get("status") == "ended":
         raise error(409, "the interview has ended")
-    if bots.is_present(iid):
+    if await bots.is_present(iid):
         return json_response({"status": "present"})
     settings = request.app[SETTINGS]
     bot_token = tokens.issue(request.app[SECRET], iid, "bot", settings.token_ttl, name=DEFAULT_NAMES["bot"])
@@ -301,11 +303,27 @@ async def end_interview(request: web.Request) -> web.Response:
     ending.add(iid)
     try:
         await bots.end(iid)
+        await request.app[HUB].flush_events()  # the events the bot closed on leaving are stored
         await request.app[STORE].update_interview(iid, status="ended", ended_at=_now().isoformat())
         summary = await reports.finish(iid)
     finally:
         ending.discard(iid)
     return json_response(summary if summary is not None else {"status": "ended"})
+
+
+async def bot_failed(request: web.Request) -> web.Response:
+    """The fleet gave the bot up (it crashed or hung after every restart): the worker says so here, with the
+    bot's own token, and the interviewer is told."""
+    authenticate(request, roles=("bot",))
+    iid = request.match_info["id"]
+    data = await read_json(request, limit=4096)
+    _only(data, ("reason",))
+    reason = _text(data, "reason", 500) or ""
+    await interview_or_404(request, iid)
+    log.error("interview %s: the proctoring bot failed and was given up: %s", iid, reason)
+    await request.app[STORE].update_interview(iid, bot_failed={"reason": reason, "at": _now().isoformat()})
+    await request.app[HUB].bot_failed(iid, reason)
+    return web.Response(status=204)
 
 
 async def list_events(request: web.Request) -> web.Response:
@@ -394,7 +412,7 @@ async def delete_interview(request: web.Request) -> web.Response:
     iid = request.match_info["id"]
     await interview_or_404(request, iid)
     bots = request.app.get(BOTS)
-    if bots is not None and bots.is_present(iid):
+    if bots is not None and await bots.is_present(iid):
         await bots.end(iid)
     hub = request.app.get(HUB)
     if hub is not None:
@@ -418,6 +436,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/healthz", health)
     r.add_post("/api/interviews", create_interview)
     r.add_post("/api/interviews/{id}/bot", invite_bot)
+    r.add_post("/api/interviews/{id}/bot/failed", bot_failed)
     r.add_post("/api/interviews/{id}/end", end_interview)
     r.add_get("/api/interviews/{id}/events", list_events)
     r.add_get("/api/interviews/{id}/events/{event_id}/snapshot", get_snapshot)

@@ -26,6 +26,7 @@ from signaling import api, protocol, tokens
 from signaling.operators import Operators
 from signaling.protocol import ProtocolError, RateLimiter
 from signaling.rooms import Participant, Rooms
+from signaling.roster import LocalRoster, RedisRoster, Roster
 from signaling.tokens import TokenError
 
 log = logging.getLogger("signaling.server")
@@ -79,6 +80,10 @@ def interviewer_room(interview_id: str) -> str:
     return f"iv:{interview_id}:interviewer"
 
 
+def bot_room(interview_id: str) -> str:
+    return f"iv:{interview_id}:bot"
+
+
 class EventWriter:
     """Saves bot events in arrival order per interview, off the path of the alert."""
 
@@ -116,11 +121,13 @@ class EventWriter:
 class Hub:
     """Socket.IO handlers: auth on connect, rooms, relay, alerts."""
 
-    def __init__(self, sio: socketio.AsyncServer, store: Store, secret: str) -> None:
+    def __init__(self, sio: socketio.AsyncServer, store: Store, secret: str, *,
+                 redis_url: str | None = None) -> None:
         self.sio = sio
         self.store = store
         self.secret = secret
-        self.rooms = Rooms()
+        self.rooms = Rooms()  # this node's own sockets
+        self.roster: Roster = RedisRoster(self.rooms, redis_url) if redis_url else LocalRoster(self.rooms)
         self.limits: dict[str, RateLimiter] = {}
         self.started: dict[str, float] = {}  # interview id -> unix seconds the candidate first joined
         self.writer = EventWriter(store)
@@ -163,11 +170,20 @@ class Hub:
 
         name = claims.name or (claims.role == "candidate" and interview.get("candidate_name")) \
             or api.DEFAULT_NAMES[claims.role]
-        replaced = self.rooms.join(iid, sid, claims.role, name)
+        if claims.role == "bot" and isinstance(auth, dict):
+            await self._bot_arrives(iid, interview, auth)
+        try:
+            replaced = await self.roster.join(iid, sid, claims.role, name)
+        except Exception:
+            log.exception("could not add %s to interview %s", sid, iid)
+            self.rooms.leave(sid)
+            raise socketio.exceptions.ConnectionRefusedError("server busy, try again") from None
         self.limits[sid] = RateLimiter()
         await self.sio.enter_room(sid, room(iid))
         if claims.role == "interviewer":
             await self.sio.enter_room(sid, interviewer_room(iid))
+        elif claims.role == "bot":
+            await self.sio.enter_room(sid, bot_room(iid))
         log.info("%s %s joined interview %s", claims.role, sid, iid)
         if replaced is not None:
             log.info("%s %s replaces %s in interview %s", claims.role, sid, replaced, iid)
@@ -186,18 +202,78 @@ class Hub:
 
     async def disconnect(self, sid: str, reason: Any = None) -> None:
         self.limits.pop(sid, None)
-        p = self.rooms.leave(sid)
+        p = await self.roster.leave(sid)
         if p is not None:
             log.info("%s %s left interview %s (%s)", p.role, sid, p.interview_id, reason)
+            if p.role == "bot":
+                self._tasks.spawn(self._bot_left(p.interview_id))
             await self.announce(p.interview_id)
 
+    # --- the bot's arrivals and departures (a restart, a takeover by another worker) ---
+
+    def _call_time(self, interview_id: str, at: float) -> float:
+        started = self.started.get(interview_id)
+        return 0.0 if started is None else max(0.0, round(at - started, 3))
+
+    async def _bot_left(self, interview_id: str) -> None:
+        try:
+            await self.store.update_interview(interview_id, bot_left_at=datetime.now(timezone.utc).isoformat())
+        except Exception:
+            log.exception("could not record the bot leaving interview %s", interview_id)
+
+    async def _bot_arrives(self, interview_id: str, interview: dict[str, Any], auth: dict[str, Any]) -> None:
+        """A bot connects. A new bot (not a reconnect of the same one) means its predecessor is gone: the
+        events it left open are closed where it was last seen, marked ``detail.interrupted``, and the gap
+        between the two is recorded with its reason. Runs before the bot joins, so before its first event."""
+        instance = auth.get("instance")
+        if not isinstance(instance, str) or not instance or len(instance) > 64:
+            return
+        previous = interview.get("bot_instance")
+        if previous == instance:
+            return  # the same bot reconnecting: its own events are still open in its analysis
+        now = time.time()
+        left = as_unix(interview.get("bot_left_at"))
+        resumed = auth.get("resumed")
+        fields: dict[str, Any] = {"bot_instance": instance}
+        try:
+            if previous is not None:
+                at = self._call_time(interview_id, left if left is not None else now)
+                reason = ("bot moved to another worker" if resumed == "worker lost"
+                          else "bot restarting" if isinstance(resumed, str) and resumed else "bot invited again")
+                gaps = list(interview.get("bot_gaps") or [])[-99:]
+                gaps.append({"from": at, "to": self._call_time(interview_id, now), "reason": reason,
+                             "cause": str(resumed)[:200] if isinstance(resumed, str) else None})
+                fields["bot_gaps"] = gaps
+                for event in await self.store.list_events(interview_id):
+                    if not event.open:
+                        continue
+                    event.end = max(event.start, at)
+                    event.detail = {**event.detail, "interrupted": True}
+                    event.interview_id = interview_id
+                    self.writer.put(event)
+                    await self.sio.emit("alert", {"change": "closed", "event": event.to_dict(), "has_snapshot": False},
+                                        room=interviewer_room(interview_id))
+                    log.info("interview %s: event %s (%s) left open by the previous bot closed at %.1f s",
+                             interview_id, event.id, event.type, event.end)
+            await self.store.update_interview(interview_id, **fields)
+        except Exception:  # bookkeeping must not keep the bot out of the call
+            log.exception("could not record the bot's arrival in interview %s", interview_id)
+
+    async def flush_events(self) -> None:
+        await self.writer.flush()
+
+    async def bot_failed(self, interview_id: str, reason: str) -> None:
+        """The fleet gave up the interview's bot after its restarts: tell the interviewer."""
+        await self.sio.emit("bot_status", {"state": "failed", "reason": reason, "at": round(time.time(), 3)},
+                            room=interviewer_room(interview_id))
+
     async def announce(self, interview_id: str) -> None:
-        people = [p.public() for p in self.rooms.participants(interview_id)]
+        people = [p.public() for p in await self.roster.participants(interview_id)]
         await self.sio.emit("participants", {"participants": people}, room=room(interview_id))
 
     async def close_interview(self, interview_id: str) -> None:
-        """Disconnect every socket of the interview (its data is being deleted)."""
-        for p in self.rooms.participants(interview_id):
+        """Disconnect every socket of the interview, on every node (its data is being deleted)."""
+        for p in await self.roster.participants(interview_id):
             await self.sio.disconnect(p.sid)
         self.started.pop(interview_id, None)
 
@@ -206,6 +282,7 @@ class Hub:
             for p in self.rooms.participants(iid):
                 await self.sio.disconnect(p.sid)
         await self.writer.flush()
+        await self.roster.close()
 
     async def _mark_started(self, interview_id: str, at: float) -> None:
         try:
@@ -250,7 +327,7 @@ class Hub:
             return
         p, msg = got
         assert isinstance(msg, protocol.Signal)
-        if msg.to == sid or not self.rooms.same_interview(sid, msg.to):
+        if msg.to == sid or not await self.roster.contains(p.interview_id, msg.to):
             await self.reply_error(sid, "signal", "unknown recipient: not a participant of this interview")
             return
         await self.sio.emit(
@@ -277,12 +354,10 @@ class Hub:
             return
         p, msg = got
         assert isinstance(msg, protocol.PageEvent)
-        bot = self.rooms.sid_of(p.interview_id, "bot")
-        if bot is None:
-            return
         started = self.started.get(p.interview_id)
         t = 0.0 if started is None else max(0.0, round(time.time() - started, 3))
-        await self.sio.emit("page_event", {"kind": msg.kind, "active": msg.active, "t": t}, to=bot)
+        await self.sio.emit("page_event", {"kind": msg.kind, "active": msg.active, "t": t},
+                            room=bot_room(p.interview_id))  # wherever the bot's node is
 
     async def on_chat(self, sid: str, *args: Any) -> None:
         got = await self._accept("chat", sid, args)
@@ -407,7 +482,10 @@ def create_app(settings: Settings, store: Store, *, bots: Bots | None = None,
     """
     secret = settings.ensure_secret()
     app = web.Application(client_max_size=MAX_TRANSPORT, middlewares=[api.error_middleware])
+    manager = socketio.AsyncRedisManager(settings.redis_url, channel="proctor:socketio") \
+        if settings.redis_url else None  # emits reach the sockets of every signaling node
     sio = socketio.AsyncServer(
+        client_manager=manager,
         async_mode="aiohttp",
         max_http_buffer_size=MAX_TRANSPORT,
         cors_allowed_origins=_cors_origins(settings),
@@ -415,7 +493,7 @@ def create_app(settings: Settings, store: Store, *, bots: Bots | None = None,
         engineio_logger=False,
     )
     _read_polling_bodies_whole(sio)
-    hub = Hub(sio, store, secret)
+    hub = Hub(sio, store, secret, redis_url=settings.redis_url)
     app[api.SETTINGS] = settings
     app[api.STORE] = store
     app[api.SECRET] = secret
@@ -434,8 +512,12 @@ def create_app(settings: Settings, store: Store, *, bots: Bots | None = None,
     app.router.add_get("/static/vendor/socket.io.min.js", socket_io_js)
     app.router.add_get("/static/{path:.+}", static_file)
 
+    async def on_startup(app: web.Application) -> None:
+        await hub.roster.start()
+
     async def on_shutdown(app: web.Application) -> None:
         await hub.close()
 
+    app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
     return app

@@ -64,7 +64,7 @@ async def invite_and_see_the_bot(srv, iid: str, interviewer: Peer) -> dict:
     assert status == 202 and data == {"status": "invited"}, data
     got = await interviewer.until("participants", bots_in, timeout=15)
     (bot,) = bots_in(got)
-    assert srv.bots.is_present(iid)
+    assert srv.bots.running(iid)
     return bot
 
 
@@ -251,7 +251,7 @@ async def test_every_interviewer_route_checks_the_token(srv):
             if expected == 401:
                 assert h["WWW-Authenticate"] == "Bearer"
     # nothing happened on the way: no bot started, nothing ended or mailed, nothing deleted or reviewed
-    assert srv.bots.sessions == {} and not srv.bots.is_present(iid)
+    assert srv.bots.sessions == {} and not srv.bots.running(iid)
     stored = await srv.store.get_interview(iid)
     assert stored is not None and stored["status"] != "ended" and not stored.get("ended_at")
     assert not stored.get("report_sent_at") and outbox_mails(srv.settings) == []
@@ -371,7 +371,7 @@ async def test_invite_at_capacity_is_503(settings, store):
                                          headers=bearer(srv.token(iid, "interviewer")))
             assert status == 503 and list(data) == ["error"]
             assert data["error"].startswith("this server analyses at most 0 calls at once"), data
-            assert srv.bots.sessions == {} and not srv.bots.is_present(iid)
+            assert srv.bots.sessions == {} and not srv.bots.running(iid)
             assert await interviewer.nothing("participants", within=0.5)  # no bot joined
             # with a free slot the same invitation gets the bot in
             srv.bots.max_calls = 1
@@ -410,7 +410,7 @@ async def test_end_then_reports_then_delete(srv):
         assert str(srv.settings.data_dir) not in str(data) and ".eml" not in str(data)
         # the bot left the call
         await interviewer.until("participants", lambda d: roles(d) == ["interviewer"], timeout=10)
-        assert not srv.bots.is_present(iid) and srv.bots.sessions == {}
+        assert not srv.bots.running(iid) and srv.bots.sessions == {}
     stored = await srv.store.get_interview(iid)
     assert stored["status"] == "ended" and stored["ended_at"] and stored["report_sent_at"]
     assert stored["report_delivery"] == data["delivery"]  # report.json shows the stored interview: no path either
@@ -517,7 +517,7 @@ async def test_delete_ends_a_present_bot(srv):
                                   headers=bearer(srv.token(iid, "interviewer")))
         assert status == 200
         await asyncio.wait_for(interviewer.disconnected.wait(), 5)
-    assert not srv.bots.is_present(iid) and srv.bots.sessions == {}
+    assert not srv.bots.running(iid) and srv.bots.sessions == {}
     assert srv.app.application[api.HUB].rooms.participants(iid) == []
     assert await srv.store.get_interview(iid) is None
 
@@ -611,12 +611,19 @@ async def test_serve_runs_until_sigint_and_stops_cleanly(tmp_path, mongo_server)
         assert status == 201 and data["candidate_url"].startswith(f"{url}/interview/{data['id']}?token=")
         status, data, _ = await http("POST", f"{url}/api/interviews/{data['id']}/bot",
                                      headers=bearer(token_of(data["interviewer_url"])))
-        assert status == 202 and data == {"status": "invited"}  # the bot joins, as with ./scripts/run
+        assert status == 202 and data == {"status": "invited"}  # a worker took the call
+        assert proc.stdout is not None
+        lines: list[bytes] = []
+        while not any(b"bot joined" in line for line in lines):  # its own process joins the call
+            line = await asyncio.wait_for(proc.stdout.readline(), 60)
+            assert line, b"".join(lines).decode()[-2000:]
+            lines.append(line)
         proc.send_signal(signal.SIGINT)
-        out, _ = await asyncio.wait_for(proc.communicate(), 30)
-        out = b"".join(seen) + out
+        rest, _ = await asyncio.wait_for(proc.communicate(), 30)
+        out = b"".join(seen) + b"".join(lines) + rest
         assert proc.returncode == 0, out.decode()[-2000:]
         assert b"bot left interview" in out and b"shutting down" in out and b"Traceback" not in out
+        assert b"ended: stopped" in out  # the call's process was stopped, not killed
         assert out.count(key.encode()) == 1  # printed once, never logged
     finally:
         if proc.returncode is None:

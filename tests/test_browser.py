@@ -62,7 +62,9 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     async def _start(self) -> None:
-        self._running = running(self.settings, first_key=True)  # as `proctor serve`: the first operator key
+        # the bot in this process, so the test can read its session's figures (the fleet's processes: test_fleet);
+        # the first operator key made as by `proctor serve`
+        self._running = running(self.settings, bots="inprocess", first_key=True)
         app = await self._running.__aenter__()
         self.store, self.bots = app.store, app.bots
         self.key, self.start_link = app.first_key, app.start_link
@@ -171,6 +173,17 @@ def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(serve
     print(f"\nbrowser alert latency (frame taken -> interviewer page): median {statistics.median(got) * 1000:.0f} ms, "
           f"max {max(got) * 1000:.0f} ms, n={len(got)}; bot analysed {session.stats.fps():.1f} frames/s")
 
+    # the candidate's browser sends the bot only what it samples (faces at 5/s: 8 frames/s at most)
+    sent = cand.execute_script("return window.proctorDebug.botSendParameters")
+    assert sent and sent["maxFramerate"] == 8, sent
+    video = session.peer.video
+    n0, t0 = video.frames_received, time.monotonic()
+    time.sleep(4)
+    received = (video.frames_received - n0) / (time.monotonic() - t0)
+    print(f"frames the bot received from Chromium: {received:.1f}/s (camera 15/s, maxFramerate 8); "
+          f"analysed {session.stats.fps():.1f}/s")
+    assert 4.0 <= received <= 9.5
+
     token = iv["interviewer_url"].split("token=")[1].split("&")[0]
 
     def stored_face_missing() -> list[dict]:  # written in the background, right after the alert
@@ -215,7 +228,7 @@ def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(serve
     wait(intv, lambda d: d.find_element(By.ID, "end-confirm").is_displayed(), what="end dialog")
     intv.find_element(By.ID, "end-confirm").click()
     wait(intv, lambda d: d.execute_script("return document.body.dataset.state") == "ended", what="ended")
-    assert not server.bots.is_present(iid)
+    assert not server.bots.running(iid)
     outbox = server.settings.outbox
     mails = list(outbox.glob("*.eml"))
     assert len(mails) == 1 and b"application/pdf" in mails[0].read_bytes()
@@ -235,7 +248,7 @@ def test_capacity_refusal_is_shown_to_the_interviewer(server, browsers):
     text = wait(intv, lambda d: d.execute_script(
         "const t = document.querySelector('.toast-error'); return t && t.textContent.trim()"), what="error toast")
     assert "capacity" in text.lower() or "PROCTOR_MAX_BOTS" in text
-    assert not server.bots.is_present(iv["id"])
+    assert not server.bots.running(iv["id"])
 
 
 def test_start_page_creates_an_interview_and_hands_out_both_links(server, browsers):

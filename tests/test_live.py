@@ -102,7 +102,7 @@ async def test_no_face_reaches_the_interviewer_only_then_the_report_is_mailed(li
 
         status, body = await call.api("POST", "/end")
         assert status == 200, body
-        assert not call.bots.is_present(call.iid)
+        assert not call.bots.running(call.iid)
         iid = call.iid
 
     assert await wait_for(lambda: smtp_server.messages, 10)

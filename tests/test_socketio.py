@@ -279,7 +279,7 @@ async def test_after_end_candidate_and_bot_cannot_join(srv):
         bye = await interviewer.until("chat", lambda m: m["from_role"] == "bot")
         assert bye["text"] == "Proctoring bot left"
         await interviewer.until("participants", lambda d: roles(d) == ["candidate", "interviewer"], timeout=10)
-        assert not srv.bots.is_present(iid) and srv.bots.sessions == {}
+        assert not srv.bots.running(iid) and srv.bots.sessions == {}
     # and the report went to the interviewer
     (mail,) = outbox_mails(srv.settings)
     (attachment,) = mail.iter_attachments()

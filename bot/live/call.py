@@ -30,6 +30,14 @@ from bot.live.peer import BotPeer
 log = logging.getLogger(__name__)
 
 TRACK_REPORT_EVERY = 0.5  # seconds between TrackObservations per track
+MAX_HEIGHT = 480  # the detectors need no more (faces at 640x480; YOLO letterboxes to 640)
+
+
+def video_wanted(policy: Policy) -> dict[str, int]:
+    """What the candidate's browser should encode for the bot: a frame rate a little above the highest sampling
+    rate (so the newest frame is never much older than a sampling instant) and at most 480 lines."""
+    rate = Sampler.from_policy(policy.sampling).max_rate
+    return {"maxFramerate": max(2, min(30, math.ceil(rate * 1.5))), "maxHeight": MAX_HEIGHT}
 
 
 @dataclass
@@ -48,14 +56,16 @@ class SessionStats:
 class CallSession:
     """Runs the bot for one interview until `stop()`."""
 
-    def __init__(self, interview: dict[str, Any], bot_token: str, server_url: str, models: ModelPaths):
+    def __init__(self, interview: dict[str, Any], bot_token: str, server_url: str, models: ModelPaths, *,
+                 resumed: str | None = None):
         self.interview = interview
         self.interview_id: str = interview["id"]
         self.policy = Policy.from_dict(interview.get("policy"))
         self.models = models
         self.origin = as_unix(interview.get("started_at")) or time.time()
         self.peer = BotPeer(server_url, bot_token, clock=self.clock,
-                            audio_chunk=self.policy.sampling.audio_chunk)
+                            audio_chunk=self.policy.sampling.audio_chunk, resumed=resumed,
+                            video_wanted=video_wanted(self.policy))
         self.stats = SessionStats()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"detect-{self.interview_id[:8]}")
         self._analyzer: Analyzer | None = None

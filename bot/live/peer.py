@@ -18,6 +18,7 @@ import base64
 import collections
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -54,9 +55,17 @@ class BotPeer:
         answer_timeout: float = 15.0,
         retry_grace: float = 2.0,
         page_queue: int = 256,
+        resumed: str | None = None,
+        video_wanted: dict[str, int] | None = None,
     ) -> None:
         self.server_url = server_url
         self.bot_token = bot_token
+        # What the candidate's page should send the bot (``maxFramerate``, ``maxHeight``): only what it samples
+        self.video_wanted = video_wanted
+        self.resumed = resumed  # why the previous bot of this call ended (a restart or a takeover), if any
+        # One id per bot process: the server tells a reconnect of this bot (its open events go on) from
+        # a new bot (the events a previous bot left open are closed as interrupted).
+        self.instance = uuid.uuid4().hex
         if clock is None:
             origin = time.monotonic()
             clock = lambda: time.monotonic() - origin
@@ -109,10 +118,17 @@ class BotPeer:
     def media_connected(self) -> bool:
         return self.session is not None and self.session.connected
 
+    def _auth(self) -> dict[str, str]:
+        """Sent with every (re)connect: the token, this bot's instance id and why its predecessor ended."""
+        auth = {"token": self.bot_token, "instance": self.instance}
+        if self.resumed:
+            auth["resumed"] = self.resumed[:200]
+        return auth
+
     async def start(self) -> None:
         """Join the call; raises socketio.exceptions.ConnectionError if the server refuses."""
         self._stopping = False
-        await self.sio.connect(self.server_url, auth={"token": self.bot_token}, wait_timeout=10)
+        await self.sio.connect(self.server_url, auth=self._auth, wait_timeout=10)
         await self.send_chat("Proctoring bot joined")
 
     @property
@@ -280,7 +296,8 @@ class BotPeer:
         offer = await session.create_offer()
         sent_at = time.monotonic()
         session.pc.on("connectionstatechange", lambda: self._connected(session, sent_at))
-        if not await self._emit("signal", {"to": remote_sid, "kind": "offer", "data": offer}):
+        data: dict[str, Any] = {**offer, "send": self.video_wanted} if self.video_wanted else dict(offer)
+        if not await self._emit("signal", {"to": remote_sid, "kind": "offer", "data": data}):
             log.warning("could not send the offer to %s", remote_sid)
         self.offers_sent += 1
         self._spawn(self._watch(session, self.answer_timeout))

@@ -412,7 +412,7 @@
       app.botInviting = false;
       P.toast({
         title: err.status === 503 ? "No proctoring bot available" : "Could not invite the bot",
-        body: err.status === 503 ? "All bots are busy right now (at capacity). Try again in a minute." : err.message,
+        body: err.status === 503 ? (err.message || "All bots are busy right now (at capacity).") + " Try again in a minute." : err.message,
         tone: "error",
         timeout: 12000,
       });
@@ -529,6 +529,12 @@
     socket.on("signal", onSignal);
     socket.on("alert", onAlert);
     socket.on("chat", (m) => chat.receive(m));
+    socket.on("bot_status", (m) => {
+      if (m && m.state === "failed") {
+        banner("The proctoring bot failed and stopped analysing (" + (m.reason || "unknown reason") +
+          "). Invite it again to resume.", "error");
+      }
+    });
     updateState();
   }
 

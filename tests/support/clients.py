@@ -17,6 +17,7 @@ import aiohttp
 import socketio
 
 from bot.app import App, running
+from bot.fleet import FleetSettings
 from bot.ports import Store
 from bot.settings import Settings
 from signaling import tokens
@@ -37,7 +38,8 @@ class Served:
         self.secret = app.settings.secret_key
         self.api_key = app.settings.api_key or ""
         self.operator = {"Authorization": f"Bearer {self.api_key}"}
-        self.bots = app.bots  # bot.live.registry.CallRegistry, when served with bots=True
+        self.bots: Any = app.bots  # CallRegistry with bots=True (sessions to inspect), FleetBots with "fleet"
+        self.worker = app.worker
         self.reports = app.reports
 
     def token(self, iid: str, role: str, ttl: float = 600, name: str | None = None) -> str:
@@ -50,17 +52,20 @@ class Served:
 
 
 @asynccontextmanager
-async def served(settings: Settings, store: Store | None = None, *, bots: bool = False,
-                 reports: bool = False) -> AsyncIterator[Served]:
-    """`bot.app.running` on 127.0.0.1 and a free port, with a fixed token secret. With `bots`, the real bot
-    joins calls in this process; with `reports`, reports mail through the real `Mailer` (``.eml`` files in
-    ``settings.outbox`` unless the settings name an SMTP host). The operator key is ``settings.api_key``, by
-    default `TEST_API_KEY`."""
+async def served(settings: Settings, store: Store | None = None, *, bots: bool | str = False,
+                 reports: bool = False, worker: bool = True, fleet: FleetSettings | None = None,
+                 ) -> AsyncIterator[Served]:
+    """`bot.app.running` on 127.0.0.1 and a free port, with a fixed token secret. `bots`: True runs the real
+    bot in this process (``"inprocess"``: its sessions can be inspected), ``"fleet"`` dispatches each call to
+    a worker that runs it in a child process (`worker`: a local one in this process; `fleet`: its limits).
+    With `reports`, reports mail through the real `Mailer` (``.eml`` files in ``settings.outbox`` unless the
+    settings name an SMTP host). The operator key is ``settings.api_key``, by default `TEST_API_KEY`."""
     settings.secret_key = settings.secret_key or "test-secret"
     settings.api_key = settings.api_key or TEST_API_KEY
     settings.host = "127.0.0.1"
     settings.port = free_port()
-    async with running(settings, store=store, bots=bots, reports=reports) as app:
+    mode = "inprocess" if bots is True else (bots or None)
+    async with running(settings, store=store, bots=mode, worker=worker, reports=reports, fleet=fleet) as app:
         yield Served(app)
 
 
