@@ -112,19 +112,19 @@ async def test_creation_is_rate_limited_per_key(settings, store):
 
 async def test_first_start_makes_one_key_only_when_there_is_none(settings, store):
     settings.host, settings.port = "127.0.0.1", free_port()
-    async with running(settings, store=store, bots=False, reports=False, first_key=True) as app:
+    async with running(settings, store=store, bots=None, reports=False, first_key=True) as app:
         assert app.first_key and app.start_link == f"{app.url}/#key={app.first_key}"
         status, data, _ = await http("POST", app.url + "/api/interviews", headers=bearer(app.first_key),
                                      json=BODY)
         assert status == 201, data
     assert [k["name"] for k in await store.list_operator_keys()] == ["first"]
     settings.port = free_port()
-    async with running(settings, store=store, bots=False, reports=False, first_key=True) as app:
+    async with running(settings, store=store, bots=None, reports=False, first_key=True) as app:
         assert app.first_key is None and app.start_link is None  # one is stored: nothing new, nothing printed
     await store.revoke_operator_key("first")
     settings.api_key = TEST_API_KEY
     settings.port = free_port()
-    async with running(settings, store=store, bots=False, reports=False, first_key=True) as app:
+    async with running(settings, store=store, bots=None, reports=False, first_key=True) as app:
         assert app.first_key is None  # PROCTOR_API_KEY is a key
     assert len(await store.list_operator_keys()) == 1
 
