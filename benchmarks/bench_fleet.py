@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.fleet.jobs import RedisDispatch
 from tests.support.candidate import CandidatePeer
-from tests.support.clients import Listener, http
+from tests.support.clients import TEST_API_KEY, Listener, http
 from tests.support.fleet_procs import ProctorProcess, fleet_env
 from tests.support.paths import MEDIA
 from tests.support.redis_server import RedisServer
@@ -85,7 +85,8 @@ class Fleet:
         self.people: list[tuple[str, str, Listener, CandidatePeer]] = []
 
     def common(self) -> dict[str, str]:
-        return {"MONGODB_URI": self.mongo.uri, "REDIS_URL": self.redis.url, "PROCTOR_SECRET_KEY": "bench", **self.env}
+        return {"MONGODB_URI": self.mongo.uri, "REDIS_URL": self.redis.url, "PROCTOR_SECRET_KEY": "bench",
+                "PROCTOR_API_KEY": TEST_API_KEY, **self.env}
 
     async def __aenter__(self) -> Fleet:
         self.redis.start()
@@ -108,6 +109,7 @@ class Fleet:
 
     async def call(self, video: Path, name: str = "Bench") -> tuple[str, int]:
         status, created, _ = await http("POST", f"{self.url}/api/interviews",
+                                        headers={"Authorization": f"Bearer {TEST_API_KEY}"},
                                         json={"candidate_name": name, "interviewer_email": "b@example.com"})
         assert status == 201, created
         iid = created["id"]

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bot.settings import Settings
 from signaling import tokens
 from tests.support.candidate import CandidatePeer
-from tests.support.clients import Listener, served
+from tests.support.clients import Listener, http, served
 from tests.support.paths import MEDIA
 
 
@@ -43,8 +43,9 @@ async def run_calls(srv, calls: int, seconds: float) -> None:
     people = []
     try:
         for i in range(calls):
-            iv = await store.create_interview(candidate_name=f"Bench {i}", interviewer_email="b@example.com",
-                                              policy=None)
+            status, iv, _ = await http("POST", url + "/api/interviews", headers=srv.operator,  # as an operator
+                                       json={"candidate_name": f"Bench {i}", "interviewer_email": "b@example.com"})
+            assert status == 201, iv
             listener = Listener()
             await listener.connect(url, tokens.issue(settings.secret_key, iv["id"], "interviewer", 600))
             cand = CandidatePeer(url, tokens.issue(settings.secret_key, iv["id"], "candidate", 600),

@@ -5,6 +5,8 @@
     async with running(settings) as app:      # serves on settings.host:settings.port
         ... app.url, app.store, app.bots, app.reports ...
 
+and the `proctor keys` commands (`create_key`, `list_keys`, `revoke_key`) open the same store.
+
 Everything else depends only on `bot.ports`; this is the only module that names the concrete adapters.
 """
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -28,12 +31,15 @@ from bot.fleet.bots import FleetBots
 from bot.fleet.jobs import Dispatch, JobSource, RedisDispatch, RedisJobSource
 from bot.fleet.worker import LocalJobs, Worker
 from bot.live.registry import CallRegistry
-from bot.ports import Bots, Store
+from bot.ports import Bots, KeyExists, Store
 from bot.report.service import Reports
 from bot.settings import Settings
-from signaling.server import create_app
+from signaling import operators
+from signaling.server import check_pages, create_app
 
 log = logging.getLogger(__name__)
+
+FIRST_KEY_NAME = "first"
 
 
 @dataclass
@@ -47,10 +53,17 @@ class App:
     application: web.Application
     runner: web.AppRunner
     worker: Worker | None = None  # the local worker, when this process runs one
+    first_key: str | None = None  # the operator key made at this start (`running(first_key=True)`)
 
     @property
     def url(self) -> str:
         return self.settings.base_url
+
+    @property
+    def start_link(self) -> str | None:
+        """The start page's link with the first key in its fragment (the page keeps it, the server never sees
+        it in a URL), or None."""
+        return f"{self.url}/#key={self.first_key}" if self.first_key else None
 
 
 def check_models(settings: Settings) -> ModelPaths:
@@ -69,7 +82,7 @@ def make_worker(source: JobSource, models: ModelPaths, fleet: FleetSettings | No
 @asynccontextmanager
 async def running(settings: Settings, *, store: Store | None = None, bots: str | None = "fleet",
                   worker: bool = True, reports: bool = True,
-                  fleet: FleetSettings | None = None) -> AsyncIterator[App]:
+                  fleet: FleetSettings | None = None, first_key: bool = False) -> AsyncIterator[App]:
     """Build the app and serve it on ``settings.host:settings.port`` for the duration of the block.
 
     `store`: use this one (its owner closes it); else open the configured database (or the embedded server)
@@ -77,11 +90,14 @@ async def running(settings: Settings, *, store: Store | None = None, bots: str |
     ``settings.redis_url``, else in this process) to a worker that runs it in a child process of its own;
     `worker` runs such a worker here too (``proctor serve``; without it, ``--no-worker``).
     ``"inprocess"`` runs every call in this process (tests, debugging); None: no bot. `reports`: build and
-    mail reports. On exit the bots leave their calls (closing and sending their open events), the sockets
-    close, the pending event writes finish, then the store closes.
+    mail reports. `first_key`: with no operator key at all (none stored, no ``PROCTOR_API_KEY``), make one once
+    the server listens (`App.first_key`, named "first"), as `proctor serve` does. On exit the bots leave their
+    calls (closing and sending their open events), the sockets close, the pending event writes finish, then the
+    store closes.
     """
     if bots not in ("fleet", "inprocess", None):
         raise ValueError(f"bots must be 'fleet', 'inprocess' or None, got {bots!r}")
+    check_pages()  # a page that cannot load its script fails here, in one line (`PagesMissing`)
     async with AsyncExitStack() as stack:
         if store is None:
             opened = await MongoStore.open(settings)
@@ -110,7 +126,14 @@ async def running(settings: Settings, *, store: Store | None = None, bots: str |
         stack.push_async_callback(runner.cleanup)
         await web.TCPSite(runner, settings.host, settings.port).start()
         log.info("serving on http://%s:%s (public %s)", settings.host, settings.port, settings.base_url)
-        yield App(settings, store, report_service, bot_port, app, runner, local)
+        made_key = None  # made only now: a start that failed earlier must not leave a key nobody saw
+        if first_key and not settings.api_key and not await store.has_operator_keys():
+            try:
+                made_key = await operators.create_key(store, FIRST_KEY_NAME)
+                log.info("no operator key yet: made one named %r", FIRST_KEY_NAME)
+            except KeyExists:  # another node on the same database made it meanwhile: its log shows the link
+                log.info("the first operator key was made by another server on this database")
+        yield App(settings, store, report_service, bot_port, app, runner, worker=local, first_key=made_key)
 
 
 async def _fleet(settings: Settings, stack: AsyncExitStack, models: ModelPaths | None,
@@ -150,6 +173,7 @@ async def _stop_worker(worker: Worker) -> None:
 
 def serve(settings: Settings, *, worker: bool = True) -> None:
     """`proctor serve`: run until SIGINT or SIGTERM, then shut down gracefully."""
+    check_pages()
     if worker:
         check_models(settings)
 
@@ -158,8 +182,29 @@ def serve(settings: Settings, *, worker: bool = True) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with running(settings, worker=worker):
+        async with running(settings, worker=worker, first_key=True) as app:
+            if app.start_link:
+                print(f"\nNo operator key was set up, so one was made (shown only now; `proctor keys` manages "
+                      f"keys). Open the start page with it:\n\n    {app.start_link}\n", file=sys.stdout, flush=True)
             await stop.wait()
             log.info("shutting down")
 
     asyncio.run(main())
+
+
+# --- `proctor keys` ------------------------------------------------------------------------------
+
+async def create_key(settings: Settings, name: str) -> str:
+    """A new operator key named `name` (its hash stored); `ValueError` for a bad name, `KeyExists`."""
+    async with await MongoStore.open(settings) as store:
+        return await operators.create_key(store, name)
+
+
+async def list_keys(settings: Settings) -> list[dict]:
+    async with await MongoStore.open(settings) as store:
+        return await store.list_operator_keys()
+
+
+async def revoke_key(settings: Settings, name: str) -> bool:
+    async with await MongoStore.open(settings) as store:
+        return await store.revoke_operator_key(name)

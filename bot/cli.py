@@ -4,6 +4,7 @@
     proctor serve [--host H] [--port P] [--no-worker]
     proctor worker [--drain-timeout S] [--worker-id ID]
     proctor models list | fetch [NAME...] | verify
+    proctor keys create NAME | list | revoke NAME
     proctor config
 
 Errors the user can fix (a missing model, an unreadable video, a bad policy)
@@ -76,6 +77,43 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0 if ok or args.action == "list" else EXIT_INPUT
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from adapters.embedded_db import EmbeddedMongoError
+    from bot import app
+    from bot.ports import KeyExists, StoreUnavailable
+
+    settings = Settings.from_env()
+    if args.action in ("create", "revoke") and not args.name:
+        return _fail(f"keys {args.action} needs a NAME", EXIT_USAGE)
+    if args.action == "list" and args.name:
+        return _fail("keys list takes no NAME", EXIT_USAGE)
+    try:
+        if args.action == "create":
+            key = asyncio.run(app.create_key(settings, args.name))
+            print(key)
+            print(f"operator key {args.name!r} created; it is shown only now (only its hash is stored). "
+                  f"Start page: {settings.base_url}/#key={key}", file=sys.stderr)
+        elif args.action == "revoke":
+            if not asyncio.run(app.revoke_key(settings, args.name)):
+                return _fail(f"no active operator key named {args.name!r}")
+            print(f"operator key {args.name!r} revoked")
+        else:
+            rows = asyncio.run(app.list_keys(settings))
+            print(f"{'NAME':24} {'CREATED':25} {'LAST USED':25} STATUS")
+            for r in rows:
+                status = f"revoked {r['revoked_at']}" if r.get("revoked_at") else "active"
+                print(f"{r['name']:24} {r['created_at'] or '-':25} {r.get('last_used_at') or '-':25} {status}")
+            if settings.api_key:
+                print(f"{'env':24} {'-':25} {'-':25} active (PROCTOR_API_KEY)")
+    except ValueError as e:  # a bad name; KeyExists is one too
+        return _fail(str(e), EXIT_INPUT if isinstance(e, KeyExists) else EXIT_USAGE)
+    except (EmbeddedMongoError, StoreUnavailable) as e:  # e.g. the server holds the embedded database
+        return _fail(str(e))
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     print(json.dumps(Settings.from_env().masked(), indent=2))
     return 0
@@ -84,6 +122,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from adapters.models import ModelError
     from bot.app import serve
+    from signaling.server import PagesMissing
 
     settings = Settings.from_env()
     if args.host:
@@ -92,7 +131,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings.port = args.port
     try:
         serve(settings, worker=not args.no_worker)
-    except ModelError as e:
+    except (ModelError, PagesMissing) as e:
         return _fail(str(e))
     except KeyboardInterrupt:
         pass
@@ -158,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("action", choices=["list", "fetch", "verify"])
     m.add_argument("names", nargs="*", help="models to fetch (default: all missing)")
     m.set_defaults(func=cmd_models)
+
+    k = sub.add_parser("keys", help="create, list or revoke operator API keys (who may create interviews)",
+                       description="Operator API keys let the start page and POST /api/interviews create "
+                                   "interviews (Authorization: Bearer KEY). Only a hash of each key is stored: "
+                                   "`create` prints the key once. PROCTOR_API_KEY adds one from the environment.")
+    k.add_argument("action", choices=["create", "list", "revoke"])
+    k.add_argument("name", nargs="?", help="the key's name (create, revoke)")
+    k.set_defaults(func=cmd_keys)
 
     c = sub.add_parser("config", help="print the effective settings (secrets masked)")
     c.set_defaults(func=cmd_config)

@@ -23,8 +23,32 @@ class StoreUnavailable(RuntimeError):
     """The database cannot be reached; the API answers 503."""
 
 
-class Store(Protocol):
-    """Interviews, events, snapshots and the audit log (`adapters.store.Store`)."""
+class KeyExists(ValueError):
+    """An operator key of that name exists (and is not revoked)."""
+
+
+class OperatorKeys(Protocol):
+    """Operator API keys (who may create interviews), stored as hashes only (`adapters.store.Store`).
+
+    A key record is ``{"id", "name", "hash", "created_at", "last_used_at", "revoked_at"}``; the key itself is
+    never stored. `signaling.operators` makes keys and checks them against these records.
+    """
+
+    async def add_operator_key(self, *, key_id: str, name: str, key_hash: str) -> dict[str, Any]:
+        """Store a new key; `KeyExists` if an unrevoked key has that name (a revoked one's name is reused)."""
+    async def get_operator_key(self, key_id: str) -> dict[str, Any] | None: ...
+    async def operator_key_used(self, key_id: str) -> None:
+        """Note the time of its last use."""
+    async def list_operator_keys(self) -> list[dict[str, Any]]:
+        """Every key record, oldest first, without its hash."""
+    async def revoke_operator_key(self, name: str) -> bool:
+        """Revoke the unrevoked key of that name; False if there is none."""
+    async def has_operator_keys(self) -> bool:
+        """True if any unrevoked key is stored."""
+
+
+class Store(OperatorKeys, Protocol):
+    """Interviews, events, snapshots and the audit log (`adapters.store.Store`), and the operator keys."""
 
     async def create_interview(self, *, candidate_name: str, interviewer_email: str,
                                policy: dict[str, Any] | None) -> dict[str, Any]: ...
@@ -44,7 +68,13 @@ Attachment = tuple[str, bytes, str]  # (file name, content, MIME type)
 
 
 class Delivery(Protocol):
-    def describe(self) -> str: ...
+    """How a report was mailed (`adapters.mail.MailResult`)."""
+
+    def public(self) -> dict[str, Any]:
+        """``{"delivered": "smtp"|"outbox", "to": [...]}``: what API answers and the database may show (no
+        server path, no SMTP error text)."""
+    def describe(self) -> str:
+        """One line for the server's log (may name the outbox file)."""
 
 
 class Mailer(Protocol):

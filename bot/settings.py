@@ -55,7 +55,8 @@ def cache_dir() -> Path:
     return Path(_env("PROCTOR_CACHE_DIR") or platformdirs.user_cache_dir(APP))
 
 
-SECRET_FIELDS = {"secret_key", "smtp_password", "mongodb_uri", "redis_url"}
+SECRET_FIELDS = {"secret_key", "smtp_password", "mongodb_uri", "redis_url", "api_key"}
+MIN_API_KEY = 16  # characters of PROCTOR_API_KEY
 
 
 @dataclass
@@ -82,6 +83,8 @@ class Settings:
     max_bots: int = 4  # calls analysed at once (measured: 4 fit on 2 cores, benchmarks/bench_live.py)
     redis_url: str | None = None  # REDIS_URL: the fleet's dispatch and the signaling nodes' bus; None: one machine
     claim_timeout: float = 5.0  # s an invitation waits for a worker to take the call before it answers 503
+    api_key: str | None = None  # PROCTOR_API_KEY: one operator key from the environment (others: `proctor keys`)
+    create_rate: int = 30  # interviews one operator key may create per minute
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -106,9 +109,18 @@ class Settings:
             max_bots=_int("PROCTOR_MAX_BOTS", 4),
             redis_url=_env("REDIS_URL"),
             claim_timeout=float(_int("PROCTOR_CLAIM_TIMEOUT", 5)),
+            api_key=_env("PROCTOR_API_KEY"),
+            create_rate=_int("PROCTOR_CREATE_RATE", 30),
         )
         if s.smtp_tls not in ("starttls", "tls", "none"):
             raise SystemExit(f"error: SMTP_TLS must be starttls, tls or none, got {s.smtp_tls!r}")
+        if s.api_key is not None and (len(s.api_key) < MIN_API_KEY or not s.api_key.isascii()
+                                      or not s.api_key.isprintable()
+                                      or s.api_key != s.api_key.strip()):
+            raise SystemExit(f"error: PROCTOR_API_KEY must be at least {MIN_API_KEY} printable ASCII "
+                             "characters without surrounding spaces")
+        if s.create_rate < 1:
+            raise SystemExit(f"error: PROCTOR_CREATE_RATE must be at least 1 (per minute), got {s.create_rate}")
         return s
 
     @property

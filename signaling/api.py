@@ -1,6 +1,8 @@
 """The HTTP API (aiohttp): interviews, bot invitation, events, reviews, reports.
 
-JSON in and out. Auth by ``Authorization: Bearer <token>`` or ``?token=``.
+JSON in and out. Creating an interview needs an operator API key (``Authorization: Bearer <key>``,
+`signaling.operators`; 401 without a valid one, 429 past the key's rate); everything else an interview's
+token (``Authorization: Bearer <token>`` or ``?token=``).
 401 missing/forged/expired token, 403 wrong role or other interview, 404 unknown
 interview, 400 bad body, 413 oversized body, 503 when a collaborator (bots, reports)
 is not configured or the machine is at capacity. Unexpected exceptions become a
@@ -25,6 +27,7 @@ from bot.common import jsonable
 from bot.ports import Bots, Capacity, Reports, Store, StoreUnavailable, UnknownInterview
 from bot.settings import Settings
 from signaling import tokens
+from signaling.operators import Operator, OperatorAuthError, Operators, RateLimited
 from signaling.tokens import Claims, TokenError
 
 log = logging.getLogger("signaling.api")
@@ -56,6 +59,7 @@ SECRET = web.AppKey("secret", str)
 BOTS = web.AppKey("bots", Bots)  # absent: no bot on this server, its routes answer 503
 REPORTS = web.AppKey("reports", Reports)  # absent: its routes answer 503
 HUB = web.AppKey("hub", Hub)
+OPERATORS = web.AppKey("operators", Operators)
 ENDING = web.AppKey("ending", set[str])
 
 
@@ -126,6 +130,19 @@ def authenticate(request: web.Request, roles: tuple[str, ...] = ("interviewer",)
     if claims.interview_id != request.match_info.get("id"):
         raise error(403, "the token is for another interview")
     return claims
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return (value.strip() or None) if scheme.lower() == "bearer" else None
+
+
+async def operator(request: web.Request) -> Operator:
+    """The operator whose API key the request carries (header only: a key never goes in a URL); else 401."""
+    try:
+        return await request.app[OPERATORS].authenticate(_bearer(request))
+    except OperatorAuthError as e:
+        raise error(401, str(e), **{"WWW-Authenticate": "Bearer"}) from None
 
 
 async def interview_or_404(request: web.Request, interview_id: str) -> dict:
@@ -227,6 +244,7 @@ def _now() -> datetime:
 # --- handlers --------------------------------------------------------------------------
 
 async def create_interview(request: web.Request) -> web.Response:
+    who = await operator(request)
     data = await read_json(request)
     _only(data, ("candidate_name", "interviewer_email", "policy"))
     name = _text(data, "candidate_name", MAX_NAME)
@@ -235,6 +253,10 @@ async def create_interview(request: web.Request) -> web.Response:
     if not valid_email(email):
         raise error(400, "interviewer_email is not a valid email address")
     policy = parse_policy(data.get("policy"))
+    try:
+        request.app[OPERATORS].take(who)  # counts creations only: a rejected body costs nothing
+    except RateLimited as e:
+        raise error(429, str(e), **{"Retry-After": str(e.retry_after)}) from None
     interview = await request.app[STORE].create_interview(
         candidate_name=name, interviewer_email=email, policy=policy)
     iid = str(interview["id"])
@@ -243,7 +265,7 @@ async def create_interview(request: web.Request) -> web.Response:
     ttl = settings.token_ttl
     interviewer = tokens.issue(secret, iid, "interviewer", ttl, name=DEFAULT_NAMES["interviewer"])
     candidate = tokens.issue(secret, iid, "candidate", ttl, name=name)
-    log.info("interview %s created", iid)
+    log.info("interview %s created with the operator key %r", iid, who.name)
     return json_response({
         "id": iid,
         "interviewer_url": page_url(request, iid, interviewer),

@@ -302,6 +302,10 @@ class TokenBucket:
             return True
         return False
 
+    def wait(self, cost: float = 1.0) -> float:
+        """Seconds until `take(cost)` would succeed (after a failed `take`)."""
+        return max(0.0, (cost - self.tokens) / self.rate) if self.rate > 0 else float("inf")
+
 
 @dataclass(slots=True)
 class RateLimiter:

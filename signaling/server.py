@@ -23,6 +23,7 @@ from bot.common import TaskSet, as_unix
 from bot.ports import Bots, Reports, Store
 from bot.settings import Settings
 from signaling import api, protocol, tokens
+from signaling.operators import Operators
 from signaling.protocol import ProtocolError, RateLimiter
 from signaling.rooms import Participant, Rooms
 from signaling.roster import LocalRoster, RedisRoster, Roster
@@ -31,8 +32,11 @@ from signaling.tokens import TokenError
 log = logging.getLogger("signaling.server")
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
-SOCKET_IO_JS = WEB_DIR / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
+# committed with its license and sha256 (web/vendor/README.md), so every install of the package serves it
+SOCKET_IO_JS = WEB_DIR / "vendor" / "socket.io.min.js"
 PAGES = {"interviewer": "interviewer.html", "candidate": "candidate.html"}
+START_PAGE = "index.html"
+_STATIC_REF = re.compile(r"""(?:src|href)\s*=\s*["']/static/([^"'?#]+)""")
 MAX_TRANSPORT = 1024 * 1024  # Engine.IO packet / HTTP body ceiling (bot_event snapshots)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 PAGE_HEADERS = {
@@ -40,6 +44,32 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",  # the URL carries the token
     "X-Content-Type-Options": "nosniff",
 }
+
+
+class PagesMissing(RuntimeError):
+    """A web page, or a file one of them loads, is not installed (`proctor serve` stops with this line)."""
+
+
+def missing_page_files(web_dir: Path = WEB_DIR) -> list[str]:
+    """The pages, and every ``/static/`` file their ``src``/``href`` name, that are not in `web_dir`."""
+    missing: list[str] = []
+    for page in (START_PAGE, *PAGES.values()):
+        path = web_dir / page
+        if not path.is_file():
+            missing.append(page)
+            continue
+        for rel in _STATIC_REF.findall(path.read_text(encoding="utf-8")):
+            if not (web_dir / rel).is_file() and rel not in missing:
+                missing.append(rel)
+    return missing
+
+
+def check_pages(web_dir: Path = WEB_DIR) -> None:
+    """`PagesMissing` naming what is missing, if a page could not load; else nothing."""
+    missing = missing_page_files(web_dir)
+    if missing:
+        raise PagesMissing(f"the web pages are incomplete, missing in {web_dir}: {', '.join(missing)} "
+                           "(reinstall proctor-bot)")
 
 
 def room(interview_id: str) -> str:
@@ -431,7 +461,7 @@ async def start_page(request: web.Request) -> web.StreamResponse:
 
 async def socket_io_js(request: web.Request) -> web.StreamResponse:
     if not SOCKET_IO_JS.is_file():
-        raise _text_error(404, "socket.io-client is not installed (npm ci in signaling/web).")
+        raise _text_error(404, "Not found.")
     return web.FileResponse(SOCKET_IO_JS, headers={"Cache-Control": "public, max-age=86400"})
 
 
@@ -514,6 +544,7 @@ def create_app(settings: Settings, store: Store, *, bots: Bots | None = None,
     app[api.SETTINGS] = settings
     app[api.STORE] = store
     app[api.SECRET] = secret
+    app[api.OPERATORS] = Operators(store, env_key=settings.api_key, per_minute=settings.create_rate)
     if bots is not None:
         app[api.BOTS] = bots
     if reports is not None:

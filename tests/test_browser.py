@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.paths import MEDIA, REPO
+from tests.support.paths import MEDIA
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -30,8 +30,6 @@ FFMPEG = shutil.which("ffmpeg")
 if not CHROMIUM or not CHROMEDRIVER or not FFMPEG:
     pytest.skip("needs Debian's chromium, chromium-driver and ffmpeg (./scripts/setup --test)",
                 allow_module_level=True)
-if not (REPO / "signaling/web/node_modules/socket.io-client/dist/socket.io.min.js").is_file():
-    pytest.skip("socket.io-client is not installed: npm ci --prefix signaling/web", allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
@@ -64,10 +62,12 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     async def _start(self) -> None:
-        # the bot in this process, so the test can read its session's figures (the fleet's processes: test_fleet)
-        self._running = running(self.settings, bots="inprocess")
+        # the bot in this process, so the test can read its session's figures (the fleet's processes: test_fleet);
+        # the first operator key made as by `proctor serve`
+        self._running = running(self.settings, bots="inprocess", first_key=True)
         app = await self._running.__aenter__()
         self.store, self.bots = app.store, app.bots
+        self.key, self.start_link = app.first_key, app.start_link
 
     async def _stop(self) -> None:
         await self._running.__aexit__(None, None, None)
@@ -137,7 +137,7 @@ def alerts(driver, kind: str, change: str = "opened") -> list[dict]:
 
 
 def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(server, browsers, camera, tmp_path):
-    status, iv = server.api("POST", "/api/interviews", body={"candidate_name": "Chloé Chromium",
+    status, iv = server.api("POST", "/api/interviews", server.key, body={"candidate_name": "Chloé Chromium",
                                                              "interviewer_email": "ivan@example.com"})
     assert status in (200, 201), iv
     iid = iv["id"]
@@ -236,7 +236,7 @@ def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(serve
 
 def test_capacity_refusal_is_shown_to_the_interviewer(server, browsers):
     server.bots.max_calls = 0
-    status, iv = server.api("POST", "/api/interviews", body={"candidate_name": "Full House",
+    status, iv = server.api("POST", "/api/interviews", server.key, body={"candidate_name": "Full House",
                                                              "interviewer_email": "ivan@example.com"})
     assert status in (200, 201)
     intv = browsers()
@@ -253,8 +253,21 @@ def test_capacity_refusal_is_shown_to_the_interviewer(server, browsers):
 
 def test_start_page_creates_an_interview_and_hands_out_both_links(server, browsers):
     page = browsers()
-    page.get(server.settings.base_url + "/")
+    page.get(server.start_link)  # the link `proctor serve` prints at its first start: the key in the fragment
+    assert server.start_link.startswith(server.settings.base_url + "/#key=pk_")
+    key_field = page.find_element(By.NAME, "operator_key")
+    assert key_field.get_attribute("value") == server.key
+    assert page.execute_script("return location.href") == server.settings.base_url + "/"  # out of the bar
+    key_field.clear()
+    key_field.send_keys("pk_not_a_real_key")
     page.find_element(By.NAME, "candidate_name").send_keys("Ana Start")
+    page.find_element(By.NAME, "interviewer_email").send_keys("ana.lead@example.com")
+    page.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    error = wait(page, lambda d: d.find_element(By.ID, "error").text, what="key error")
+    assert "Operator key" in error and "invalid" in error
+    key_field.clear()
+    key_field.send_keys(server.key)
+    page.find_element(By.NAME, "interviewer_email").clear()
     page.find_element(By.NAME, "interviewer_email").send_keys("not-an-email")
     page.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     assert page.execute_script("return document.body.dataset.state") == "idle"  # the browser's own check
@@ -278,3 +291,5 @@ def test_start_page_creates_an_interview_and_hands_out_both_links(server, browse
     page.get(interviewer_url)
     wait(page, lambda d: d.execute_script("return document.body.dataset.state") in ("connected", "in-call"),
          what="interviewer page connected")
+    page.get(server.settings.base_url + "/")  # the browser kept the key
+    assert page.find_element(By.NAME, "operator_key").get_attribute("value") == server.key

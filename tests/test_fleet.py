@@ -16,7 +16,7 @@ import pytest
 from bot.fleet import FleetSettings
 from bot.fleet.jobs import RedisDispatch
 from tests.support.candidate import CandidatePeer
-from tests.support.clients import Listener, http, served
+from tests.support.clients import TEST_API_KEY, Listener, http, served
 from tests.support.fleet_procs import ProctorProcess, fleet_env
 from tests.support.paths import MEDIA
 from tests.support.scenario import Segment, compose, still
@@ -117,6 +117,7 @@ async def test_two_nodes_two_workers_a_killed_worker_is_replaced_and_redis_may_r
     through Redis); SIGKILL the worker running the call: the other worker takes it over and a new alert
     arrives, nothing is stored twice; Redis restarts empty mid-call: the call goes on and still ends cleanly."""
     common = {"MONGODB_URI": mongo_server.uri, "REDIS_URL": redis_server.url, "PROCTOR_SECRET_KEY": "fleet-test",
+              "PROCTOR_API_KEY": TEST_API_KEY,
               "PROCTOR_WORKER_TIMEOUT": "3", "PROCTOR_LOAD_THRESHOLD": "0.99", "PROCTOR_LOAD_SCOPE": "worker"}
     logs = tmp_path / "logs"
     nodes, urls = [], []
@@ -139,7 +140,7 @@ async def test_two_nodes_two_workers_a_killed_worker_is_replaced_and_redis_may_r
         for w in workers:
             await w.wait_log(r"worker w\d: up to", 60)
         a, b = urls
-        status, created, _ = await http("POST", f"{a}/api/interviews",
+        status, created, _ = await http("POST", f"{a}/api/interviews", headers=auth(TEST_API_KEY),
                                         json={"candidate_name": "Two Faces", "interviewer_email": "i@example.com"})
         assert status == 201, created
         iid, token = created["id"], token_of(created["interviewer_url"])

@@ -263,3 +263,11 @@ def test_coverage_says_how_much_was_watched_and_a_mostly_unwatched_interview_is_
     watched = ReportData(interview=live_interview(), events=[])
     assert watched.score is not None and watched.score.risk == "low" and not watched.coverage.low
     assert "Analysed 100% of the call" in pdf_text(build_pdf(watched))
+
+
+def test_json_never_shows_an_old_delivery_line_with_a_server_path():
+    old = {**live_interview(), "report_delivery": "written to /srv/proctor/outbox/20260101-report.eml"}
+    assert "report_delivery" not in build_json(ReportData(interview=old, events=[]))["interview"]
+    new = {**live_interview(), "report_delivery": {"delivered": "outbox", "to": ["iris@example.com"]}}
+    assert build_json(ReportData(interview=new, events=[]))["interview"]["report_delivery"] == {
+        "delivered": "outbox", "to": ["iris@example.com"]}

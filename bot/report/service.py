@@ -70,8 +70,8 @@ class Reports:
             data.interview["interviewer_email"], f"Proctoring report: {name}", body,
             [(f"proctoring-report-{interview_id}.pdf", pdf, "application/pdf")])
         await self.store.update_interview(interview_id, report_sent_at=datetime.now(timezone.utc).isoformat(),
-                                          report_delivery=result.describe())
+                                          report_delivery=result.public())
         log.info("report for interview %s: %s", interview_id, result.describe())
         assert data.coverage is not None
         return {"score": s.value, "risk": s.risk, "needs_review": s.needs_review,
-                "coverage": round(data.coverage.share, 4), "events": len(data.events), "delivery": result.describe()}
+                "coverage": round(data.coverage.share, 4), "events": len(data.events), "delivery": result.public()}

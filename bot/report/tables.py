@@ -29,8 +29,11 @@ def build_csv(data: ReportData) -> str:
 
 def build_json(data: ReportData) -> dict[str, Any]:
     assert data.score is not None
+    interview = dict(data.interview)
+    if not isinstance(interview.get("report_delivery"), dict | None):
+        del interview["report_delivery"]  # a line stored by an older version: it named the outbox's file
     return {
-        "interview": jsonable(data.interview),
+        "interview": jsonable(interview),
         "events": [jsonable(e.to_dict()) for e in data.events],
         "score": data.score.to_dict(),
         "coverage": data.coverage.to_dict() if data.coverage is not None else None,

@@ -23,9 +23,12 @@ from bot.settings import Settings
 from signaling import tokens
 from tests.support.servers import free_port
 
+TEST_API_KEY = "test-operator-key-0123456789"
+
 
 class Served:
-    """The running app (`bot.app.App`) with helpers to make interviews and tokens."""
+    """The running app (`bot.app.App`) with helpers to make interviews and tokens; `operator` is the header
+    with the operator API key (``PROCTOR_API_KEY`` of the settings) that `POST /api/interviews` needs."""
 
     def __init__(self, app: App) -> None:
         self.app = app
@@ -33,6 +36,8 @@ class Served:
         self.store = app.store
         self.url = app.url
         self.secret = app.settings.secret_key
+        self.api_key = app.settings.api_key or ""
+        self.operator = {"Authorization": f"Bearer {self.api_key}"}
         self.bots: Any = app.bots  # CallRegistry with bots=True (sessions to inspect), FleetBots with "fleet"
         self.worker = app.worker
         self.reports = app.reports
@@ -54,8 +59,9 @@ async def served(settings: Settings, store: Store | None = None, *, bots: bool |
     bot in this process (``"inprocess"``: its sessions can be inspected), ``"fleet"`` dispatches each call to
     a worker that runs it in a child process (`worker`: a local one in this process; `fleet`: its limits).
     With `reports`, reports mail through the real `Mailer` (``.eml`` files in ``settings.outbox`` unless the
-    settings name an SMTP host)."""
+    settings name an SMTP host). The operator key is ``settings.api_key``, by default `TEST_API_KEY`."""
     settings.secret_key = settings.secret_key or "test-secret"
+    settings.api_key = settings.api_key or TEST_API_KEY
     settings.host = "127.0.0.1"
     settings.port = free_port()
     mode = "inprocess" if bots is True else (bots or None)
