@@ -1,6 +1,7 @@
 """The `proctor` command.
 
     proctor analyze VIDEO [--audio FILE] [--policy FILE] --out DIR
+    proctor analyze VIDEO|DIR|GLOB... [--jobs N] --out DIR     (a backlog: OUT/<name>/ each)
     proctor serve [--host H] [--port P] [--no-worker]
     proctor worker [--drain-timeout S] [--worker-id ID]
     proctor models list | fetch [NAME...] | verify
@@ -16,6 +17,9 @@ import argparse
 import json
 import logging
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
 from bot.settings import Settings
 
@@ -30,17 +34,33 @@ def _fail(msg: str, code: int = EXIT_INPUT) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from adapters.models import ModelError, model_paths
-    from bot.analysis.offline import analyze_file
     from bot.analysis.policy import Policy, PolicyError
+    from bot.batch import BatchError, expand
+
+    try:
+        policy = Policy.load(args.policy) if args.policy else Policy()
+        files = expand(args.video)
+        models = model_paths(Settings.from_env())
+    except (BatchError, ModelError, PolicyError) as e:
+        return _fail(str(e))
+    if len(files) == 1 and len(args.video) == 1 and Path(args.video[0]).is_file():
+        return _analyze_one(files[0], args, policy, models)
+    if args.audio:
+        return _fail("--audio goes with one video; several recordings use their own audio tracks", EXIT_USAGE)
+    return _analyze_many(files, args, policy, models)
+
+
+def _analyze_one(video: Path, args: argparse.Namespace, policy: Any, models: Any) -> int:
+    from adapters.models import ModelError
+    from bot.analysis.offline import analyze_file
     from bot.analysis.recording import MediaError
     from bot.report.files import write_outputs
 
     try:
-        policy = Policy.load(args.policy) if args.policy else Policy()
-        result = analyze_file(args.video, models=model_paths(Settings.from_env()), audio=args.audio, policy=policy,
+        result = analyze_file(video, models=models, audio=args.audio, policy=policy,
                               progress=None if not args.no_progress else False)
-        paths = write_outputs(result, args.out, policy=policy, source=args.video, audio=args.audio)
-    except (MediaError, ModelError, PolicyError) as e:
+        paths = write_outputs(result, args.out, policy=policy, source=video, audio=args.audio)
+    except (MediaError, ModelError) as e:
         return _fail(str(e))
     except OSError as e:
         return _fail(f"{e.filename or args.out}: {e.strerror or e}")
@@ -55,6 +75,22 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
+
+
+def _analyze_many(files: list[Path], args: argparse.Namespace, policy: Any, models: Any) -> int:
+    from bot.batch import analyse_many
+
+    started = time.perf_counter()
+    outcomes = analyse_many(files, Path(args.out), models=models, policy=policy, jobs=args.jobs,
+                            progress=None if not args.no_progress else False)
+    wall = time.perf_counter() - started
+    media = sum(o.media_seconds for o in outcomes)
+    failed = [o for o in outcomes if not o.ok]
+    for o in outcomes:
+        print(f"{'ok ' if o.ok else 'ERR'} {o.source} -> {o.out}: {o.message}")
+    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} recordings analysed: {media:.0f} s of media in "
+          f"{wall:.0f} s ({media / wall if wall > 0 else 0:.1f}x real time)")
+    return EXIT_INPUT if failed else 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -163,8 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("analyze", help="analyse a recorded interview",
                        description="Run face, gaze, object, audio and camera detectors over a recording; "
                                    "write events.json, report.pdf, report.csv and evidence snapshots.")
-    a.add_argument("video", help="video file (mp4, mkv, webm, avi, gif... anything FFmpeg or OpenCV reads)")
+    a.add_argument("video", nargs="+", help="video file (mp4, mkv, webm, avi, gif... anything FFmpeg or OpenCV "
+                                            "reads); several files, folders or globs analyse a backlog, each into "
+                                            "OUT/<name>/, with one progress bar")
     a.add_argument("--audio", help="separate audio file (default: the video's own audio track, if any)")
+    a.add_argument("--jobs", type=int, help="recordings analysed at once (default: the machine's cores)")
     a.add_argument("--policy", help="YAML or JSON file overriding the default policy (rates, thresholds, "
                                     "dwell times, score weights)")
     a.add_argument("--out", required=True, help="directory for the outputs (created if missing)")
