@@ -162,6 +162,10 @@ def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(serve
     wait(cand, lambda d: d.find_element(By.ID, "bot-indicator").get_attribute("data-present") == "true",
          what="bot indicator on the candidate's page")
     wait(intv, lambda d: alerts(d, "face_missing"), timeout=45, what="face_missing alert")
+    # the bot's heartbeat on the interviewer's page: what it is doing, at what rate
+    wait(intv, lambda d: d.find_element(By.ID, "bot-indicator").get_attribute("data-state") == "analysing",
+         what="the bot's state on the interviewer's page")
+    assert "faces/s" in intv.find_element(By.ID, "bot-indicator").text
 
     # the alert's path, frame taken by the bot -> the interviewer's page (same clock)
     session = server.bots.sessions[iid]

@@ -84,7 +84,7 @@ def outbox_mails(settings: Any) -> list[email.message.EmailMessage]:
 class Peer:
     """A real python-socketio client that queues every event it receives."""
 
-    EVENTS = ("participants", "signal", "alert", "page_event", "chat", "error")
+    EVENTS = ("participants", "signal", "alert", "page_event", "chat", "error", "bot_status")
 
     def __init__(self) -> None:
         self.sio = socketio.AsyncClient(reconnection=False)
@@ -117,8 +117,9 @@ class Peer:
     def sid(self) -> str:
         return self.sio.get_sid()
 
-    async def connect(self, url: str, token: str | None, **kw: Any) -> Peer:
-        auth = {"token": token} if token is not None else None
+    async def connect(self, url: str, token: str | None, *, auth_extra: dict[str, str] | None = None,
+                      **kw: Any) -> Peer:
+        auth = {"token": token, **(auth_extra or {})} if token is not None else None
         await self.sio.connect(url, auth=auth, transports=kw.pop("transports", ["websocket"]),
                                wait_timeout=5, **kw)
         return self
