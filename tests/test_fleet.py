@@ -57,10 +57,11 @@ def new_opened(listener: Listener, kind: str, seen: set[str]) -> list[dict]:
 
 
 async def test_each_call_runs_in_its_own_process_and_a_killed_one_comes_back(settings, store, two_people):
-    """The local worker of ``proctor serve`` (no Redis): the call runs in a child process; SIGKILL it and the
-    supervisor starts it again, the new bot closes the event its predecessor left open (interrupted), the gap
+    """The local worker of ``proctor serve`` (no Redis): the call runs in a child process; a full worker refuses
+    another call (503); SIGKILL the call's process and the supervisor starts it again, the new bot closes the event its predecessor left open (interrupted), the gap
     is recorded, a new alert arrives; the end is clean."""
-    async with served(settings, store, bots="fleet", reports=True, fleet=FAST) as srv:
+    settings.claim_timeout = 2.0
+    async with served(settings, store, bots="fleet", reports=True, fleet=replace(FAST, max_calls=1)) as srv:
         assert srv.worker is not None
         iid = await srv.interview("Two Faces")
         token = srv.token(iid, "interviewer")
@@ -75,6 +76,12 @@ async def test_each_call_runs_in_its_own_process_and_a_killed_one_comes_back(set
             first = open_now(interviewer, "multiple_faces")[-1]  # open when its bot dies
             await candidate.send_page_event("tab_hidden", True)
             assert await wait_for(lambda: interviewer.opened("tab_hidden"), 10), interviewer.alerts
+
+            # the worker is full (one call at most): another interview's invitation is refused, saying why
+            other = await srv.interview("Second Call")
+            status, body, _ = await http("POST", f"{srv.url}/api/interviews/{other}/bot",
+                                         headers=auth(srv.token(other, "interviewer")))
+            assert status == 503 and "no bot worker took the call" in body["error"]
             call = srv.worker.supervisor.calls()[iid]
             assert call.pid is not None and call.pid != os.getpid() and call.attempt == 1
 
