@@ -103,6 +103,19 @@ def candidates_main(server: str, tokens: list[str], video: str, ready: Any, stop
     asyncio.run(run())
 
 
+def pss_mib(pid: int) -> float:
+    """Proportional set size: the process's own pages plus its share of the pages it shares (libraries' code
+    is one copy for every call process, which RSS counts in full for each)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def proc_cpu(pid: int) -> float:
     """CPU seconds of a process and its children (the call process is one process; onnxruntime threads count)."""
     try:
@@ -166,6 +179,7 @@ async def main(calls: int, seconds: float) -> None:
             span = time.monotonic() - t0
             after = (await dispatch.workers())["w1"]["per_call"]
             cpu1 = {iid: proc_cpu(c["pid"]) for iid, c in after.items()}
+            pss = {iid: pss_mib(c["pid"]) for iid, c in after.items()}
         finally:
             stop.set()
             if cand_proc is not None:
@@ -182,7 +196,7 @@ async def main(calls: int, seconds: float) -> None:
     print(f"{calls} call(s), {span:.0f} s measured, default policy (faces 5/s, objects 1/s, audio 2 chunks/s); "
           f"candidates in their own process")
     print("call      faces/s  objects/s  audio/s  lost  received/s  alerts  latency p95 ms  CPU ms/s  RSS MiB  "
-          "objects deferred")
+          "PSS MiB  objects deferred")
     for (iid, _, _), lst, n0 in zip(made, listeners, n_alerts, strict=True):
         b, a = before.get(iid), after.get(iid)
         if not b or not a:
@@ -201,10 +215,10 @@ async def main(calls: int, seconds: float) -> None:
         p95 = statistics.quantiles(lat, n=20)[-1] if len(lat) >= 2 else (lat[0] if lat else float("nan"))
         row = dict(faces=rate("samples", "faces"), objects=rate("samples", "objects"), audio=rate("audio_chunks"),
                    lost=a.get("audio_dropped", 0) - b.get("audio_dropped", 0), recv=rate("frames_received"),
-                   alerts=len(lat), p95=p95, cpu=cpu, rss=a.get("rss_mb", 0))
+                   alerts=len(lat), p95=p95, cpu=cpu, rss=a.get("rss_mb", 0), pss=pss.get(iid, 0.0))
         rows.append(row)
         print(f"{iid[:8]}  {row['faces']:7.1f}  {row['objects']:9.1f}  {row['audio']:7.1f}  {row['lost']:4d}  "
-              f"{row['recv']:10.1f}  {row['alerts']:6d}  {p95:14.0f}  {cpu:8.0f}  {row['rss']:7.0f}  "
+              f"{row['recv']:10.1f}  {row['alerts']:6d}  {p95:14.0f}  {cpu:8.0f}  {row['rss']:7.0f}  {row['pss']:7.0f}  "
               f"{a.get('objects_deferred', 0) - b.get('objects_deferred', 0):16d}")
     if not rows:
         return
@@ -217,7 +231,8 @@ async def main(calls: int, seconds: float) -> None:
           f"object_fps_min={min(r['objects'] for r in rows):.1f} "
           f"audio_chunks_per_s_min={min(r['audio'] for r in rows):.1f} alert_p95_ms={p95_all:.0f} "
           f"cpu_ms_per_call_s={cpu_per:.0f} floor_ms_per_call_s={floor:.0f} "
-          f"rss_mib_per_call={statistics.mean(r['rss'] for r in rows):.0f}")
+          f"rss_mib_per_call={statistics.mean(r['rss'] for r in rows):.0f} "
+          f"pss_mib_per_call={statistics.mean(r['pss'] for r in rows):.0f}")
 
 
 if __name__ == "__main__":
