@@ -218,7 +218,8 @@ async def main(calls: int, seconds: float) -> None:
                    alerts=len(lat), p95=p95, cpu=cpu, rss=a.get("rss_mb", 0), pss=pss.get(iid, 0.0))
         rows.append(row)
         print(f"{iid[:8]}  {row['faces']:7.1f}  {row['objects']:9.1f}  {row['audio']:7.1f}  {row['lost']:4d}  "
-              f"{row['recv']:10.1f}  {row['alerts']:6d}  {p95:14.0f}  {cpu:8.0f}  {row['rss']:7.0f}  {row['pss']:7.0f}  "
+              f"{row['recv']:10.1f}  {row['alerts']:6d}  {p95:14.0f}  {cpu:8.0f}  {row['rss']:7.0f}  "
+              f"{row['pss']:7.0f}  "
               f"{a.get('objects_deferred', 0) - b.get('objects_deferred', 0):16d}")
     if not rows:
         return
