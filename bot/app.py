@@ -20,7 +20,9 @@ from aiohttp import web
 
 from adapters.mail import Mailer
 from adapters.models import model_paths
+from adapters.outbox import MongoOutbox
 from adapters.store import Store as MongoStore
+from adapters.webhooks import WebhookSender
 from bot.analysis.detectors import ModelPaths
 from bot.live.registry import CallRegistry
 from bot.ports import Store
@@ -39,12 +41,26 @@ class App:
     store: Store
     reports: Reports | None
     bots: CallRegistry | None
+    webhooks: WebhookSender | None
     application: web.Application
     runner: web.AppRunner
 
     @property
     def url(self) -> str:
         return self.settings.base_url
+
+
+def webhook_sender(settings: Settings, store: Store) -> WebhookSender | None:
+    """The webhook sender on the store's database (`PROCTOR_WEBHOOK_URL`), or None when none is set."""
+    if not settings.webhook_url:
+        return None
+    if not isinstance(store, MongoStore):
+        raise TypeError("webhooks need the MongoDB store (their outbox is a collection in it)")
+    if not settings.webhook_secret:
+        raise ValueError("PROCTOR_WEBHOOK_URL needs PROCTOR_WEBHOOK_SECRET")
+    return WebhookSender(MongoOutbox(store.db), settings.webhook_url, settings.webhook_secret,
+                         max_age=settings.webhook_max_age, retry_min=settings.webhook_retry_min,
+                         retry_max=settings.webhook_retry_max)
 
 
 def check_models(settings: Settings) -> ModelPaths:
@@ -60,7 +76,8 @@ async def running(settings: Settings, *, store: Store | None = None, bots: bool 
 
     `store`: use this one (its owner closes it); else open the configured database (or the embedded server)
     and close it at the end. `bots`: run the bot in this process (needs the models). `reports`: build and mail
-    reports. On exit the bots leave their calls (closing and sending their open events), the sockets close, the
+    reports. With `settings.webhook_url`, a `WebhookSender` posts webhooks from the outbox. On exit the bots
+    leave their calls (closing and sending their open events), the sockets close, the
     pending event writes finish, then the store closes.
     """
     async with AsyncExitStack() as stack:
@@ -70,7 +87,11 @@ async def running(settings: Settings, *, store: Store | None = None, bots: bool 
             store = opened
         registry = CallRegistry(check_models(settings), max_calls=settings.max_bots) if bots else None
         report_service = Reports(store, Mailer(settings)) if reports else None
-        app = create_app(settings, store, bots=registry, reports=report_service)
+        webhooks = webhook_sender(settings, store)
+        if webhooks is not None:
+            webhooks.start()  # delivers what an earlier run left in the outbox too
+            stack.push_async_callback(webhooks.close)  # after the server has stopped, before the store closes
+        app = create_app(settings, store, bots=registry, reports=report_service, webhooks=webhooks)
         if registry is not None:
             async def bots_leave(_: web.Application) -> None:
                 await registry.close()
@@ -81,7 +102,7 @@ async def running(settings: Settings, *, store: Store | None = None, bots: bool 
         stack.push_async_callback(runner.cleanup)
         await web.TCPSite(runner, settings.host, settings.port).start()
         log.info("serving on http://%s:%s (public %s)", settings.host, settings.port, settings.base_url)
-        yield App(settings, store, report_service, registry, app, runner)
+        yield App(settings, store, report_service, registry, webhooks, app, runner)
 
 
 def serve(settings: Settings) -> None:

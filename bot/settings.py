@@ -55,7 +55,7 @@ def cache_dir() -> Path:
     return Path(_env("PROCTOR_CACHE_DIR") or platformdirs.user_cache_dir(APP))
 
 
-SECRET_FIELDS = {"secret_key", "smtp_password", "mongodb_uri"}
+SECRET_FIELDS = {"secret_key", "smtp_password", "mongodb_uri", "webhook_secret"}
 
 
 @dataclass
@@ -80,6 +80,11 @@ class Settings:
     smtp_from: str = "proctor-bot@localhost"
     outbox_dir: Path | None = None
     max_bots: int = 4  # calls analysed at once (measured: 4 fit on 2 cores, benchmarks/bench_live.py)
+    webhook_url: str | None = None  # None: no webhooks
+    webhook_secret: str = ""  # signs each delivery (HMAC-SHA256); required with webhook_url
+    webhook_max_age: float = 24 * 3600  # seconds a delivery is retried before it is given up
+    webhook_retry_min: float = 2.0  # first retry delay (seconds); doubles per attempt, with jitter
+    webhook_retry_max: float = 3600.0  # longest delay between two attempts
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -102,7 +107,15 @@ class Settings:
             smtp_from=_env("SMTP_FROM", "proctor-bot@localhost"),
             outbox_dir=_path("PROCTOR_OUTBOX_DIR"),
             max_bots=_int("PROCTOR_MAX_BOTS", 4),
+            webhook_url=_env("PROCTOR_WEBHOOK_URL"),
+            webhook_secret=_env("PROCTOR_WEBHOOK_SECRET", ""),
+            webhook_max_age=_int("PROCTOR_WEBHOOK_MAX_AGE", 24 * 3600),
         )
+        if s.webhook_url:
+            if not s.webhook_url.startswith(("http://", "https://")):
+                raise SystemExit(f"error: PROCTOR_WEBHOOK_URL must be an http(s) URL, got {s.webhook_url!r}")
+            if not s.webhook_secret:
+                raise SystemExit("error: PROCTOR_WEBHOOK_URL needs PROCTOR_WEBHOOK_SECRET (deliveries are signed)")
         if s.smtp_tls not in ("starttls", "tls", "none"):
             raise SystemExit(f"error: SMTP_TLS must be starttls, tls or none, got {s.smtp_tls!r}")
         return s

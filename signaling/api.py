@@ -22,7 +22,7 @@ from aiohttp import web
 from bot.analysis.events import REVIEW_STATES, catalogue_json
 from bot.analysis.policy import Policy, PolicyError
 from bot.common import jsonable
-from bot.ports import Bots, Capacity, Reports, Store, StoreUnavailable, UnknownInterview
+from bot.ports import Bots, Capacity, Reports, Store, StoreUnavailable, UnknownInterview, Webhooks
 from bot.settings import Settings
 from signaling import tokens
 from signaling.tokens import Claims, TokenError
@@ -54,6 +54,9 @@ SECRET = web.AppKey("secret", str)
 BOTS = web.AppKey("bots", Bots)  # absent: no bot on this server, its routes answer 503
 REPORTS = web.AppKey("reports", Reports)  # absent: its routes answer 503
 HUB = web.AppKey("hub", Hub)
+WEBHOOKS = web.AppKey("webhooks", Webhooks)  # absent: no webhooks configured
+READER_TTL = 7 * 24 * 3600  # seconds the read-only links in webhook deliveries stay valid
+READ_ROLES = ("interviewer", "reader")
 ENDING = web.AppKey("ending", set[str])
 
 
@@ -218,6 +221,12 @@ def page_url(request: web.Request, interview_id: str, token: str) -> str:
     return f"{_base_url(request)}/interview/{quote(interview_id, safe='')}?token={token}"
 
 
+def reader_links(settings: Settings, secret: str, interview_id: str) -> tuple[str, str]:
+    """(the interview's API base URL, ``?token=`` with a read-only token) for links in webhook deliveries."""
+    token = tokens.issue(secret, interview_id, "reader", READER_TTL)
+    return f"{settings.base_url}/api/interviews/{quote(interview_id, safe='')}", f"?token={token}"
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -283,11 +292,29 @@ async def end_interview(request: web.Request) -> web.Response:
         summary = await reports.finish(iid)
     finally:
         ending.discard(iid)
+    await _notify_ended(request, iid, summary)
     return json_response(summary if summary is not None else {"status": "ended"})
 
 
+async def _notify_ended(request: web.Request, iid: str, summary: dict[str, Any] | None) -> None:
+    """Queue the ``interview.ended`` webhook (a durable outbox write; the sender posts it later)."""
+    webhooks = request.app.get(WEBHOOKS)
+    if webhooks is None:
+        return
+    base, query = reader_links(request.app[SETTINGS], request.app[SECRET], iid)
+    s = summary or {}
+    data: dict[str, Any] = {"interview_id": iid, "ended_at": _now().isoformat()}
+    data.update({k: s[k] for k in ("score", "risk", "needs_review", "events", "coverage") if k in s})
+    data["report_url"] = f"{base}/report.pdf{query}"
+    data["report_json_url"] = f"{base}/report.json{query}"
+    try:
+        await webhooks.send("interview.ended", data, key=f"interview.ended:{iid}")
+    except Exception:  # the interview has ended all the same; the error says what was lost
+        log.exception("could not queue the interview.ended webhook of interview %s", iid)
+
+
 async def list_events(request: web.Request) -> web.Response:
-    authenticate(request)
+    authenticate(request, READ_ROLES)
     iid = request.match_info["id"]
     await interview_or_404(request, iid)
     events = await request.app[STORE].list_events(iid, snapshots=True)
@@ -302,7 +329,7 @@ def _event_id(request: web.Request) -> str:
 
 
 async def get_snapshot(request: web.Request) -> web.Response:
-    authenticate(request)
+    authenticate(request, READ_ROLES)
     iid = request.match_info["id"]
     eid = _event_id(request)
     await interview_or_404(request, iid)
@@ -331,7 +358,7 @@ async def review_event(request: web.Request) -> web.Response:
 
 
 async def _report(request: web.Request) -> tuple[str, Any]:
-    authenticate(request)
+    authenticate(request, READ_ROLES)
     iid = request.match_info["id"]
     reports = collaborator(request, REPORTS, "reports are")
     await interview_or_404(request, iid)

@@ -12,14 +12,14 @@ from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import socketio
 from aiohttp import web
 
 from bot.analysis.events import Event
 from bot.common import TaskSet, as_unix
-from bot.ports import Bots, Reports, Store
+from bot.ports import Bots, Reports, Store, Webhooks
 from bot.settings import Settings
 from signaling import api, protocol, tokens
 from signaling.protocol import ProtocolError, RateLimiter
@@ -49,31 +49,38 @@ def interviewer_room(interview_id: str) -> str:
 
 
 class EventWriter:
-    """Saves bot events in arrival order per interview, off the path of the alert."""
+    """Saves bot events in arrival order per interview, off the path of the alert; then queues the event's
+    ``alert`` webhook, if any (after the save, so the snapshot link in it already works)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, webhooks: Webhooks | None = None) -> None:
         self.store = store
-        self._queues: dict[str, deque[Event]] = {}
+        self.webhooks = webhooks
+        self._queues: dict[str, deque[tuple[Event, dict[str, Any] | None]]] = {}
         self._tasks = TaskSet("event-writer")
 
-    def put(self, event: Event) -> None:
+    def put(self, event: Event, webhook: dict[str, Any] | None = None) -> None:
         iid = event.interview_id or ""
         q = self._queues.get(iid)
         if q is not None:
-            q.append(event)
+            q.append((event, webhook))
             return
-        self._queues[iid] = deque([event])
+        self._queues[iid] = deque([(event, webhook)])
         self._tasks.spawn(self._drain(iid), name=f"store-events-{iid[:8]}")
 
     async def _drain(self, iid: str) -> None:
         q = self._queues[iid]
         try:
             while q:
-                event = q[0]
+                event, webhook = q[0]
                 try:
                     await self.store.save_event(event)
                 except Exception:
                     log.exception("could not store event %s of interview %s", event.id, iid)
+                if webhook is not None and self.webhooks is not None:
+                    try:
+                        await self.webhooks.send("alert", webhook, key=f"alert:{event.id}")
+                    except Exception:
+                        log.exception("could not queue the alert webhook of event %s", event.id)
                 q.popleft()
         finally:
             self._queues.pop(iid, None)
@@ -85,14 +92,17 @@ class EventWriter:
 class Hub:
     """Socket.IO handlers: auth on connect, rooms, relay, alerts."""
 
-    def __init__(self, sio: socketio.AsyncServer, store: Store, secret: str) -> None:
+    def __init__(self, sio: socketio.AsyncServer, store: Store, secret: str, *, settings: Settings | None = None,
+                 webhooks: Webhooks | None = None) -> None:
         self.sio = sio
         self.store = store
         self.secret = secret
+        self.settings = settings or Settings()
+        self.webhooks = webhooks
         self.rooms = Rooms()
         self.limits: dict[str, RateLimiter] = {}
         self.started: dict[str, float] = {}  # interview id -> unix seconds the candidate first joined
-        self.writer = EventWriter(store)
+        self.writer = EventWriter(store, webhooks)
         self._tasks = TaskSet("hub")
         sio.on("connect", self.connect)
         sio.on("disconnect", self.disconnect)
@@ -113,6 +123,8 @@ class Hub:
         except TokenError as e:
             raise socketio.exceptions.ConnectionRefusedError(f"invalid token: {e.reason}") from None
         iid = claims.interview_id
+        if claims.role not in tokens.CALL_ROLES:
+            raise socketio.exceptions.ConnectionRefusedError("this token cannot join a call")
         try:
             interview = await self.store.get_interview(iid)
         except Exception:
@@ -233,12 +245,19 @@ class Hub:
         assert isinstance(msg, protocol.BotEvent)
         event = msg.event
         event.interview_id = p.interview_id
-        self.writer.put(event)  # ordered, saved in the background
-        await self.sio.emit(
-            "alert",
-            {"change": msg.change, "event": event.to_dict(), "has_snapshot": event.snapshot is not None},
-            room=interviewer_room(p.interview_id),
-        )
+        alert = {"change": msg.change, "event": event.to_dict(), "has_snapshot": event.snapshot is not None}
+        self.writer.put(event, self._alert_webhook(p.interview_id, alert))  # ordered, in the background
+        await self.sio.emit("alert", alert, room=interviewer_room(p.interview_id))
+
+    def _alert_webhook(self, interview_id: str, alert: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``alert`` webhook's data for an opened event (the alert plus links), else None."""
+        if self.webhooks is None or alert["change"] != "opened":
+            return None
+        base, query = api.reader_links(self.settings, self.secret, interview_id)
+        eid = quote(alert["event"]["id"], safe="")
+        return {"interview_id": interview_id, **alert,
+                "snapshot_url": f"{base}/events/{eid}/snapshot{query}" if alert["has_snapshot"] else None,
+                "events_url": f"{base}/events{query}"}
 
     async def on_page_event(self, sid: str, *args: Any) -> None:
         got = await self._accept("page_event", sid, args, roles=("candidate",))
@@ -369,7 +388,7 @@ def _cors_origins(settings: Settings) -> list[str] | None:
 
 
 def create_app(settings: Settings, store: Store, *, bots: Bots | None = None,
-               reports: Reports | None = None) -> web.Application:
+               reports: Reports | None = None, webhooks: Webhooks | None = None) -> web.Application:
     """The aiohttp app with the API, the pages and the Socket.IO server mounted on it.
 
     Without `bots` or `reports` their routes answer 503. `bot.app` builds it with the real ones.
@@ -384,7 +403,7 @@ def create_app(settings: Settings, store: Store, *, bots: Bots | None = None,
         engineio_logger=False,
     )
     _read_polling_bodies_whole(sio)
-    hub = Hub(sio, store, secret)
+    hub = Hub(sio, store, secret, settings=settings, webhooks=webhooks)
     app[api.SETTINGS] = settings
     app[api.STORE] = store
     app[api.SECRET] = secret
@@ -392,6 +411,8 @@ def create_app(settings: Settings, store: Store, *, bots: Bots | None = None,
         app[api.BOTS] = bots
     if reports is not None:
         app[api.REPORTS] = reports
+    if webhooks is not None:
+        app[api.WEBHOOKS] = webhooks
     app[api.HUB] = hub
     app[api.ENDING] = set()
     app[SIO] = sio
