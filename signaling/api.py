@@ -165,7 +165,29 @@ async def read_json(request: web.Request, limit: int = MAX_BODY) -> dict[str, An
         raise error(400, "body is not valid JSON") from None
     if not isinstance(data, dict):
         raise error(400, "body must be a JSON object")
+    _valid_text(data, "body")
     return data
+
+
+def _valid_text(value: Any, path: str, depth: int = 0) -> None:
+    """400 naming the field for text no database stores: a lone surrogate (``"\\ud800"`` is valid JSON) or a key
+    with NUL or starting with ``$``."""
+    if depth > 64:
+        raise error(400, "body is nested too deeply")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise error(400, f"{path} must be valid Unicode text (no lone surrogates)") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _valid_text(k, f"{path} key {k[:32]!r}", depth + 1)
+            if "\x00" in k or k.startswith("$"):
+                raise error(400, f"{path} has an invalid key {k[:32]!r} (with NUL or starting with $)")
+            _valid_text(v, k[:50] if path == "body" else f"{path}.{k[:32]}", depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _valid_text(v, f"{path}[{i}]", depth + 1)
 
 
 def _no_constant(name: str) -> Any:
@@ -323,7 +345,7 @@ async def list_events(request: web.Request) -> web.Response:
 
 def _event_id(request: web.Request) -> str:
     eid = request.match_info["event_id"]
-    if not _EVENT_ID.match(eid):
+    if not _EVENT_ID.fullmatch(eid):
         raise error(404, "unknown event")
     return eid
 
