@@ -1,6 +1,7 @@
 """Webhooks: signed JSON POSTs to ``PROCTOR_WEBHOOK_URL``, delivered from the durable outbox (`adapters.outbox`).
 
-`WebhookSender.send(event, data)` writes the delivery into the outbox and wakes the sender; one background task
+`WebhookSender.send(event, data)` writes the delivery into the outbox and wakes the sender (while the database is
+away it holds up to `max_unsaved` deliveries in memory and writes them when it is back); one background task
 claims due deliveries (at most `batch` in memory: the database is the queue), posts them and records the
 outcome:
 
@@ -28,6 +29,7 @@ import logging
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -93,7 +95,7 @@ class WebhookSender:
 
     def __init__(self, outbox: Outbox, url: str, secret: str, *, max_age: float = 24 * 3600,
                  retry_min: float = 2.0, retry_max: float = 3600.0, timeout: float = 10.0, batch: int = 8,
-                 idle_poll: float = 5.0, client_error_attempts: int = 3,
+                 idle_poll: float = 5.0, client_error_attempts: int = 3, max_unsaved: int = 1000,
                  rng: Callable[[], float] = random.random) -> None:
         self.outbox = outbox
         self.url = url
@@ -107,6 +109,8 @@ class WebhookSender:
         self.idle_poll = idle_poll
         self.client_error_attempts = client_error_attempts
         self.rng = rng
+        self.max_unsaved = max_unsaved
+        self._unsaved: deque[tuple[str, str, str]] = deque()  # only while the database is away
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -117,10 +121,35 @@ class WebhookSender:
         did = delivery_id(key) if key else str(uuid.uuid4())
         body = json.dumps({"id": did, "event": event, "created_at": utc_iso(datetime.now(timezone.utc)),
                            "data": jsonable(data)}, ensure_ascii=False, separators=(",", ":"))
-        if await self.outbox.put(did, event, body):
-            log.info("webhook %s %s queued", event, did)
+        try:
+            if self._unsaved:  # keep the order: behind the ones still waiting for the database
+                raise StoreUnavailable("deliveries are waiting for the database")
+            if await self.outbox.put(did, event, body):
+                log.info("webhook %s %s queued", event, did)
+        except StoreUnavailable as exc:
+            self._hold(did, event, body, exc)
         self._wake.set()
         return did
+
+    def _hold(self, did: str, event: str, body: str, exc: Exception) -> None:
+        """The database is away: keep the delivery in memory (at most `max_unsaved`) until the outbox takes it."""
+        if len(self._unsaved) >= self.max_unsaved:
+            log.error("webhook %s %s LOST: the outbox is unavailable (%s) and %d deliveries already wait in memory",
+                      event, did, exc, len(self._unsaved))
+            return
+        if not self._unsaved:
+            log.warning("webhook outbox unavailable (%s): holding deliveries in memory (at most %d)", exc,
+                        self.max_unsaved)
+        self._unsaved.append((did, event, body))
+
+    async def _save_held(self) -> None:
+        """Write the deliveries held in memory into the outbox, oldest first (raises StoreUnavailable)."""
+        while self._unsaved:
+            did, event, body = self._unsaved[0]
+            await self.outbox.put(did, event, body)
+            self._unsaved.popleft()
+            if not self._unsaved:
+                log.warning("webhook outbox back: the deliveries held in memory are queued")
 
     def start(self) -> None:
         if self._task is None:
@@ -144,6 +173,7 @@ class WebhookSender:
         while not self._closed:
             self._wake.clear()
             try:
+                await self._save_held()
                 docs = await self.outbox.claim(self.batch, self.lease)
                 if docs:
                     await asyncio.gather(*(self._deliver(doc) for doc in docs))
@@ -161,7 +191,7 @@ class WebhookSender:
                 log.exception("webhook sender failed; retrying")
                 await asyncio.sleep(self.idle_poll)
                 continue
-            wait = self.idle_poll
+            wait = self.idle_poll if not self._unsaved else min(self.idle_poll, db_delay)
             if due is not None:
                 wait = min(wait, max(0.0, (due - datetime.now(timezone.utc)).total_seconds()))
             with contextlib.suppress(TimeoutError):

@@ -253,3 +253,23 @@ async def test_a_slow_receiver_never_delays_alerts(settings, store):
             assert await wait_for(lambda: len(receiver.delivered("alert")) == 4, timeout=15)
     finally:
         await receiver.stop()
+
+
+async def test_a_database_outage_holds_deliveries_in_memory_until_it_is_back(settings, store, mongo_server):
+    receiver = await WebhookReceiver(SECRET).start()
+    try:
+        async with served(with_webhooks(settings, receiver), store) as srv, peers() as made:
+            iid = await srv.interview()
+            interviewer = await join(made, srv, iid, "interviewer")
+            bot = await join(made, srv, iid, "bot")
+            await mongo_server.stop(kill=True)
+            ev, latency = await open_event(bot, interviewer)
+            assert latency < 1.0  # the alert does not wait for the database either
+            assert await wait_for(lambda: len(srv.app.webhooks._unsaved) == 1, timeout=15)
+            assert receiver.arrivals == []
+            await mongo_server.start()
+            assert await wait_for(lambda: receiver.delivered("alert"), timeout=30)
+            (got,) = receiver.delivered("alert")
+            assert got.body["data"]["event"]["id"] == ev.id and not srv.app.webhooks._unsaved
+    finally:
+        await receiver.stop()
