@@ -34,7 +34,7 @@ ROUTES = [  # (method, path template) of signaling.api.add_routes and the pages
     ("GET", "/"), ("GET", "/interview/{id}"), ("GET", "/static/{path}"),
     ("GET", "/socket.io/"), ("POST", "/socket.io/"),
 ]
-FUZZ = hsettings(max_examples=150, deadline=None, database=None,
+FUZZ = hsettings(max_examples=200, deadline=None, database=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                         HealthCheck.data_too_large])
 
@@ -137,6 +137,7 @@ async def call(settings, store):
             await asyncio.gather(*(p.close() for p in peers.values()), return_exceptions=True)
 
 
+@pytest.mark.slow  # each fuzz test over the server: ~2 s to start a database and the server, ~4 s of 200 inputs
 @FUZZ
 @given(role=st.sampled_from(["interviewer", "candidate", "bot"]),
        case=st.sampled_from(SOCKET_EVENTS).flatmap(
@@ -162,6 +163,7 @@ RAW_FRAMES = st.one_of(
 )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(frames=st.lists(RAW_FRAMES, min_size=1, max_size=3))
 async def test_raw_socketio_frames(call, caplog, frames):
@@ -203,6 +205,7 @@ def _tokens(call) -> st.SearchStrategy:
         ]))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data())
 async def test_http_routes_with_generated_requests(call, caplog, data):
