@@ -6,9 +6,9 @@ claims due deliveries (at most `batch` in memory: the database is the queue), po
 outcome:
 
 - 2xx: done.
-- 408, 429, 5xx, a timeout or a connection error: retried with exponential backoff and full jitter
-  (``retry_min * 2**(attempt-1)``, capped at ``retry_max``, a random share of it; a ``Retry-After`` in seconds
-  is honoured up to ``retry_max``) until ``max_age`` seconds after it was queued, then given up.
+- 408, 429, 5xx, a timeout or a connection error: retried with exponential backoff and jitter (a random 50-100%
+  of ``retry_min * 2**(attempt-1)`` capped at ``retry_max``; a ``Retry-After`` in seconds is honoured up to
+  ``retry_max``) until ``max_age`` seconds after it was queued, then given up.
 - any other status (4xx, 3xx: redirects are not followed): given up after `client_error_attempts` attempts.
 
 A given-up delivery stays in the outbox with ``state: failed``, its last status and error (and an error log).
@@ -198,7 +198,7 @@ class WebhookSender:
                 await asyncio.wait_for(self._wake.wait(), wait)
 
     def backoff(self, attempts: int, retry_after: float | None = None) -> float:
-        """Seconds before the next attempt: full jitter over an exponential ceiling; at least Retry-After."""
+        """Seconds before the next attempt: a random 50-100% of an exponential ceiling; at least Retry-After."""
         ceiling = min(self.retry_max, self.retry_min * 2 ** min(attempts - 1, 40))
         delay = ceiling * (0.5 + 0.5 * self.rng())
         if retry_after is not None:
