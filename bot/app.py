@@ -23,7 +23,9 @@ from aiohttp import web
 
 from adapters.mail import Mailer
 from adapters.models import model_paths
+from adapters.outbox import MongoOutbox
 from adapters.store import Store as MongoStore
+from adapters.webhooks import WebhookSender
 from bot.analysis.detectors import ModelPaths
 from bot.callproc import CALL_TARGET, call_context, notify_failed
 from bot.fleet import FleetSettings
@@ -50,6 +52,7 @@ class App:
     store: Store
     reports: Reports | None
     bots: Bots | None  # FleetBots (calls in worker processes) or CallRegistry (in this process)
+    webhooks: WebhookSender | None
     application: web.Application
     runner: web.AppRunner
     worker: Worker | None = None  # the local worker, when this process runs one
@@ -64,6 +67,19 @@ class App:
         """The start page's link with the first key in its fragment (the page keeps it, the server never sees
         it in a URL), or None."""
         return f"{self.url}/#key={self.first_key}" if self.first_key else None
+
+
+def webhook_sender(settings: Settings, store: Store) -> WebhookSender | None:
+    """The webhook sender on the store's database (`PROCTOR_WEBHOOK_URL`), or None when none is set."""
+    if not settings.webhook_url:
+        return None
+    if not isinstance(store, MongoStore):
+        raise TypeError("webhooks need the MongoDB store (their outbox is a collection in it)")
+    if not settings.webhook_secret:
+        raise ValueError("PROCTOR_WEBHOOK_URL needs PROCTOR_WEBHOOK_SECRET")
+    return WebhookSender(MongoOutbox(store.db), settings.webhook_url, settings.webhook_secret,
+                         max_age=settings.webhook_max_age, retry_min=settings.webhook_retry_min,
+                         retry_max=settings.webhook_retry_max)
 
 
 def check_models(settings: Settings) -> ModelPaths:
@@ -90,10 +106,10 @@ async def running(settings: Settings, *, store: Store | None = None, bots: str |
     ``settings.redis_url``, else in this process) to a worker that runs it in a child process of its own;
     `worker` runs such a worker here too (``proctor serve``; without it, ``--no-worker``).
     ``"inprocess"`` runs every call in this process (tests, debugging); None: no bot. `reports`: build and
-    mail reports. `first_key`: with no operator key at all (none stored, no ``PROCTOR_API_KEY``), make one once
-    the server listens (`App.first_key`, named "first"), as `proctor serve` does. On exit the bots leave their
-    calls (closing and sending their open events), the sockets close, the pending event writes finish, then the
-    store closes.
+    mail reports. With `settings.webhook_url`, a `WebhookSender` posts webhooks from the outbox. `first_key`:
+    with no operator key at all (none stored, no ``PROCTOR_API_KEY``), make one once the server listens
+    (`App.first_key`, named "first"), as `proctor serve` does. On exit the bots leave their calls (closing and
+    sending their open events), the sockets close, the pending event writes finish, then the store closes.
     """
     if bots not in ("fleet", "inprocess", None):
         raise ValueError(f"bots must be 'fleet', 'inprocess' or None, got {bots!r}")
@@ -112,7 +128,11 @@ async def running(settings: Settings, *, store: Store | None = None, bots: str |
         elif bots == "fleet":
             bot_port, local = await _fleet(settings, stack, models, fleet)
         report_service = Reports(store, Mailer(settings)) if reports else None
-        app = create_app(settings, store, bots=bot_port, reports=report_service)
+        webhooks = webhook_sender(settings, store)
+        if webhooks is not None:
+            webhooks.start()  # delivers what an earlier run left in the outbox too
+            stack.push_async_callback(webhooks.close)  # after the server has stopped, before the store closes
+        app = create_app(settings, store, bots=bot_port, reports=report_service, webhooks=webhooks)
         if bot_port is not None or local is not None:
             async def bots_leave(_: web.Application) -> None:
                 if local is not None:
@@ -133,7 +153,8 @@ async def running(settings: Settings, *, store: Store | None = None, bots: str |
                 log.info("no operator key yet: made one named %r", FIRST_KEY_NAME)
             except KeyExists:  # another node on the same database made it meanwhile: its log shows the link
                 log.info("the first operator key was made by another server on this database")
-        yield App(settings, store, report_service, bot_port, app, runner, worker=local, first_key=made_key)
+        yield App(settings, store, report_service, bot_port, webhooks, app, runner, worker=local,
+                  first_key=made_key)
 
 
 async def _fleet(settings: Settings, stack: AsyncExitStack, models: ModelPaths | None,

@@ -103,3 +103,16 @@ class Reports(Protocol):
     async def csv(self, interview_id: str) -> str: ...
     async def json(self, interview_id: str) -> dict[str, Any]: ...
     async def finish(self, interview_id: str) -> dict[str, Any]: ...
+
+
+class Webhooks(Protocol):
+    """Notifies the systems interviews are scheduled from (`adapters.webhooks.WebhookSender`).
+
+    `send` returns once the delivery is written to the durable outbox; a background sender posts it, signed,
+    and retries it with backoff. Never call it on the path of an alert to the interviewer.
+    """
+
+    async def send(self, event: str, data: dict[str, Any], *, key: str | None = None) -> str:
+        """Queue ``event`` with ``data``; returns the delivery id. ``key`` names the fact (e.g. an event's
+        opening): a second send with the same key is not queued again (same delivery id)."""
+    async def close(self) -> None: ...

@@ -24,7 +24,7 @@ from aiohttp import web
 from bot.analysis.events import REVIEW_STATES, catalogue_json
 from bot.analysis.policy import Policy, PolicyError
 from bot.common import jsonable
-from bot.ports import Bots, Capacity, Reports, Store, StoreUnavailable, UnknownInterview
+from bot.ports import Bots, Capacity, Reports, Store, StoreUnavailable, UnknownInterview, Webhooks
 from bot.settings import Settings
 from signaling import tokens
 from signaling.operators import Operator, OperatorAuthError, Operators, RateLimited
@@ -60,6 +60,9 @@ BOTS = web.AppKey("bots", Bots)  # absent: no bot on this server, its routes ans
 REPORTS = web.AppKey("reports", Reports)  # absent: its routes answer 503
 HUB = web.AppKey("hub", Hub)
 OPERATORS = web.AppKey("operators", Operators)
+WEBHOOKS = web.AppKey("webhooks", Webhooks)  # absent: no webhooks configured
+READER_TTL = 7 * 24 * 3600  # seconds the read-only links in webhook deliveries stay valid
+READ_ROLES = ("interviewer", "reader")
 ENDING = web.AppKey("ending", set[str])
 
 
@@ -181,7 +184,29 @@ async def read_json(request: web.Request, limit: int = MAX_BODY) -> dict[str, An
         raise error(400, "body is not valid JSON") from None
     if not isinstance(data, dict):
         raise error(400, "body must be a JSON object")
+    _valid_text(data, "body")
     return data
+
+
+def _valid_text(value: Any, path: str, depth: int = 0) -> None:
+    """400 naming the field for text no database stores: a lone surrogate (``"\\ud800"`` is valid JSON) or a key
+    with NUL or starting with ``$``."""
+    if depth > 64:
+        raise error(400, "body is nested too deeply")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise error(400, f"{path} must be valid Unicode text (no lone surrogates)") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _valid_text(k, f"{path} key {k[:32]!r}", depth + 1)
+            if "\x00" in k or k.startswith("$"):
+                raise error(400, f"{path} has an invalid key {k[:32]!r} (with NUL or starting with $)")
+            _valid_text(v, k[:50] if path == "body" else f"{path}.{k[:32]}", depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _valid_text(v, f"{path}[{i}]", depth + 1)
 
 
 def _no_constant(name: str) -> Any:
@@ -235,6 +260,12 @@ def _base_url(request: web.Request) -> str:
 
 def page_url(request: web.Request, interview_id: str, token: str) -> str:
     return f"{_base_url(request)}/interview/{quote(interview_id, safe='')}?token={token}"
+
+
+def reader_links(settings: Settings, secret: str, interview_id: str) -> tuple[str, str]:
+    """(the interview's API base URL, ``?token=`` with a read-only token) for links in webhook deliveries."""
+    token = tokens.issue(secret, interview_id, "reader", READER_TTL)
+    return f"{settings.base_url}/api/interviews/{quote(interview_id, safe='')}", f"?token={token}"
 
 
 def _now() -> datetime:
@@ -308,6 +339,7 @@ async def end_interview(request: web.Request) -> web.Response:
         summary = await reports.finish(iid)
     finally:
         ending.discard(iid)
+    await _notify_ended(request, iid, summary)
     return json_response(summary if summary is not None else {"status": "ended"})
 
 
@@ -326,8 +358,25 @@ async def bot_failed(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def _notify_ended(request: web.Request, iid: str, summary: dict[str, Any] | None) -> None:
+    """Queue the ``interview.ended`` webhook (a durable outbox write; the sender posts it later)."""
+    webhooks = request.app.get(WEBHOOKS)
+    if webhooks is None:
+        return
+    base, query = reader_links(request.app[SETTINGS], request.app[SECRET], iid)
+    s = summary or {}
+    data: dict[str, Any] = {"interview_id": iid, "ended_at": _now().isoformat()}
+    data.update({k: s[k] for k in ("score", "risk", "needs_review", "events", "coverage") if k in s})
+    data["report_url"] = f"{base}/report.pdf{query}"
+    data["report_json_url"] = f"{base}/report.json{query}"
+    try:
+        await webhooks.send("interview.ended", data, key=f"interview.ended:{iid}")
+    except Exception:  # the interview has ended all the same; the error says what was lost
+        log.exception("could not queue the interview.ended webhook of interview %s", iid)
+
+
 async def list_events(request: web.Request) -> web.Response:
-    authenticate(request)
+    authenticate(request, READ_ROLES)
     iid = request.match_info["id"]
     await interview_or_404(request, iid)
     events = await request.app[STORE].list_events(iid, snapshots=True)
@@ -336,13 +385,13 @@ async def list_events(request: web.Request) -> web.Response:
 
 def _event_id(request: web.Request) -> str:
     eid = request.match_info["event_id"]
-    if not _EVENT_ID.match(eid):
+    if not _EVENT_ID.fullmatch(eid):
         raise error(404, "unknown event")
     return eid
 
 
 async def get_snapshot(request: web.Request) -> web.Response:
-    authenticate(request)
+    authenticate(request, READ_ROLES)
     iid = request.match_info["id"]
     eid = _event_id(request)
     await interview_or_404(request, iid)
@@ -371,7 +420,7 @@ async def review_event(request: web.Request) -> web.Response:
 
 
 async def _report(request: web.Request) -> tuple[str, Any]:
-    authenticate(request)
+    authenticate(request, READ_ROLES)
     iid = request.match_info["id"]
     reports = collaborator(request, REPORTS, "reports are")
     await interview_or_404(request, iid)

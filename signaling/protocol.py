@@ -80,10 +80,12 @@ def max_size(event: str) -> int:
     return MAX_BOT_EVENT if event == "bot_event" else MAX_MESSAGE
 
 
-def json_size(value: Any, limit: int, depth: int = 0) -> int:
+def json_size(value: Any, limit: int, depth: int = 0, path: str = "message") -> int:
     """Roughly the bytes ``value`` takes as JSON; stops counting once past ``limit``.
 
-    Raises `ProtocolError` for values JSON cannot carry or nesting deeper than MAX_DEPTH.
+    Raises `ProtocolError` naming the field (``path``) for values JSON cannot carry, text that is not valid
+    Unicode (a lone surrogate, which JSON escapes can carry but no database stores) or nesting deeper than
+    MAX_DEPTH.
     """
     if depth > MAX_DEPTH:
         raise ProtocolError(f"message nested deeper than {MAX_DEPTH} levels")
@@ -91,34 +93,55 @@ def json_size(value: Any, limit: int, depth: int = 0) -> int:
         return 5
     if isinstance(value, (int, float)):
         if isinstance(value, float) and not math.isfinite(value):
-            raise ProtocolError("numbers must be finite")
+            raise ProtocolError(f"{path}: numbers must be finite")
         return 24 if isinstance(value, float) else value.bit_length() * 3 // 10 + 2
     if isinstance(value, str):
-        return 2 + len(value.encode("utf-8", "surrogatepass"))
+        try:
+            return 2 + len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ProtocolError(f"{path} must be valid Unicode text (no lone surrogates)") from None
     if isinstance(value, (bytes, bytearray)):
         return len(value)
     if isinstance(value, dict):
         total = 2
         for k, v in value.items():
-            total += json_size(k, limit, depth + 1) + 1 + json_size(v, limit, depth + 1) + 1
+            where = f"{path}.{str(k)[:32]}"
+            total += json_size(k, limit, depth + 1, f"{path} key") + 1 + json_size(v, limit, depth + 1, where) + 1
             if total > limit:
                 return total
         return total
     if isinstance(value, (list, tuple)):
         total = 2
-        for v in value:
-            total += json_size(v, limit, depth + 1) + 1
+        for i, v in enumerate(value):
+            total += json_size(v, limit, depth + 1, f"{path}[{i}]") + 1
             if total > limit:
                 return total
         return total
-    raise ProtocolError(f"unsupported value of type {type(value).__name__}")
+    raise ProtocolError(f"{path}: unsupported value of type {type(value).__name__}")
+
+
+def storable(value: Any, path: str, depth: int = 0) -> None:
+    """What a database document can hold (for what is stored): keys that are text, not starting with ``$``,
+    without ``.`` or NUL, and integers that fit in 64 bits; else `ProtocolError` naming the field."""
+    if depth > MAX_DEPTH:
+        raise ProtocolError(f"{path} is nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        raise ProtocolError(f"{path}: integers must fit in 64 bits")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str) or not k or k.startswith("$") or "." in k or "\x00" in k:
+                raise ProtocolError(f"{path} has an invalid key {str(k)[:32]!r} (empty, or with $, . or NUL)")
+            storable(v, f"{path}.{k[:32]}", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            storable(v, f"{path}[{i}]", depth + 1)
 
 
 def _object(payload: Any, event: str) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise ProtocolError(f"{event} must be a JSON object")
     limit = max_size(event)
-    if json_size(payload, limit) > limit:
+    if json_size(payload, limit, path=event) > limit:
         raise ProtocolError(f"{event} is too large (limit {limit // 1024} KiB)")
     return payload
 
@@ -134,9 +157,15 @@ def _number(d: dict[str, Any], key: str, event: str, *, optional: bool = False) 
     v = d.get(key)
     if v is None and optional:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ProtocolError(f"{event}.{key} must be a finite number")
-    return float(v)
+    try:
+        f = float(v)  # an integer too large for a float overflows
+    except OverflowError:
+        f = math.inf
+    if not math.isfinite(f):
+        raise ProtocolError(f"{event}.{key} must be a finite number")
+    return f
 
 
 def parse_signal(payload: Any) -> Signal:
@@ -189,8 +218,9 @@ def parse_bot_event(payload: Any) -> BotEvent:
         detail = {}
     if not isinstance(detail, dict):
         raise ProtocolError(f"{where}.detail must be an object")
+    storable(detail, f"{where}.detail")  # stored as it is (the other fields become floats and text)
     eid = e.get("id")
-    if not isinstance(eid, str) or not _ID.match(eid):
+    if not isinstance(eid, str) or not _ID.fullmatch(eid):
         raise ProtocolError(f"{where}.id must be 1-{MAX_ID} letters, digits or _.:-")
     snapshot = None
     if d.get("snapshot_b64") is not None:

@@ -6,21 +6,29 @@ and the reports and serves it.
 from __future__ import annotations
 
 import asyncio
+import binascii
+import json
 import logging
+import math
 import re
 import time
+import types
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
+import engineio.async_socket
+import engineio.packet
+import engineio.payload
 import socketio
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bot.analysis.events import Event
 from bot.common import TaskSet, as_unix
-from bot.ports import Bots, Reports, Store
+from bot.ports import Bots, Reports, Store, Webhooks
 from bot.settings import Settings
 from signaling import api, protocol, tokens
 from signaling.operators import Operators
@@ -89,31 +97,38 @@ def bot_room(interview_id: str) -> str:
 
 
 class EventWriter:
-    """Saves bot events in arrival order per interview, off the path of the alert."""
+    """Saves bot events in arrival order per interview, off the path of the alert; then queues the event's
+    ``alert`` webhook, if any (after the save, so the snapshot link in it already works)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, webhooks: Webhooks | None = None) -> None:
         self.store = store
-        self._queues: dict[str, deque[Event]] = {}
+        self.webhooks = webhooks
+        self._queues: dict[str, deque[tuple[Event, dict[str, Any] | None]]] = {}
         self._tasks = TaskSet("event-writer")
 
-    def put(self, event: Event) -> None:
+    def put(self, event: Event, webhook: dict[str, Any] | None = None) -> None:
         iid = event.interview_id or ""
         q = self._queues.get(iid)
         if q is not None:
-            q.append(event)
+            q.append((event, webhook))
             return
-        self._queues[iid] = deque([event])
+        self._queues[iid] = deque([(event, webhook)])
         self._tasks.spawn(self._drain(iid), name=f"store-events-{iid[:8]}")
 
     async def _drain(self, iid: str) -> None:
         q = self._queues[iid]
         try:
             while q:
-                event = q[0]
+                event, webhook = q[0]
                 try:
                     await self.store.save_event(event)
                 except Exception:
                     log.exception("could not store event %s of interview %s", event.id, iid)
+                if webhook is not None and self.webhooks is not None:
+                    try:
+                        await self.webhooks.send("alert", webhook, key=f"alert:{event.id}")
+                    except Exception:
+                        log.exception("could not queue the alert webhook of event %s", event.id)
                 q.popleft()
         finally:
             self._queues.pop(iid, None)
@@ -125,16 +140,18 @@ class EventWriter:
 class Hub:
     """Socket.IO handlers: auth on connect, rooms, relay, alerts."""
 
-    def __init__(self, sio: socketio.AsyncServer, store: Store, secret: str, *,
-                 redis_url: str | None = None) -> None:
+    def __init__(self, sio: socketio.AsyncServer, store: Store, secret: str, *, settings: Settings | None = None,
+                 webhooks: Webhooks | None = None, redis_url: str | None = None) -> None:
         self.sio = sio
         self.store = store
         self.secret = secret
+        self.settings = settings or Settings()
+        self.webhooks = webhooks
         self.rooms = Rooms()  # this node's own sockets
         self.roster: Roster = RedisRoster(self.rooms, redis_url) if redis_url else LocalRoster(self.rooms)
         self.limits: dict[str, RateLimiter] = {}
         self.started: dict[str, float] = {}  # interview id -> unix seconds the candidate first joined
-        self.writer = EventWriter(store)
+        self.writer = EventWriter(store, webhooks)
         self.bot_instance: dict[str, str] = {}  # bot sid -> its instance id (this node's bots)
         self.coverage: dict[str, tuple[str, dict[str, Any], float]] = {}  # interview -> (instance, counters, saved)
         self._tasks = TaskSet("hub")
@@ -158,6 +175,8 @@ class Hub:
         except TokenError as e:
             raise socketio.exceptions.ConnectionRefusedError(f"invalid token: {e.reason}") from None
         iid = claims.interview_id
+        if claims.role not in tokens.CALL_ROLES:
+            raise socketio.exceptions.ConnectionRefusedError("this token cannot join a call")
         try:
             interview = await self.store.get_interview(iid)
         except Exception:
@@ -388,12 +407,22 @@ class Hub:
         assert isinstance(msg, protocol.BotEvent)
         event = msg.event
         event.interview_id = p.interview_id
-        self.writer.put(event)  # ordered, saved in the background
         alert: dict[str, Any] = {"change": msg.change, "event": event.to_dict(),
                                  "has_snapshot": event.snapshot is not None}
         if msg.taken_at is not None:
             alert["taken_at"] = msg.taken_at  # the page (and the benchmarks) can tell how fresh the alert is
+        self.writer.put(event, self._alert_webhook(p.interview_id, alert))  # ordered, in the background
         await self.sio.emit("alert", alert, room=interviewer_room(p.interview_id))
+
+    def _alert_webhook(self, interview_id: str, alert: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``alert`` webhook's data for an opened event (the alert plus links), else None."""
+        if self.webhooks is None or alert["change"] != "opened":
+            return None
+        base, query = api.reader_links(self.settings, self.secret, interview_id)
+        eid = quote(alert["event"]["id"], safe="")
+        return {"interview_id": interview_id, **alert,
+                "snapshot_url": f"{base}/events/{eid}/snapshot{query}" if alert["has_snapshot"] else None,
+                "events_url": f"{base}/events{query}"}
 
     async def on_page_event(self, sid: str, *args: Any) -> None:
         got = await self._accept("page_event", sid, args, roles=("candidate",))
@@ -470,13 +499,166 @@ async def static_file(request: web.Request) -> web.StreamResponse:
     parts = rel.split("/")
     if any(not part or part.startswith(".") or part == "node_modules" or "\\" in part for part in parts):
         raise _text_error(404, "Not found.")
-    path = (WEB_DIR / rel).resolve()
-    if not path.is_relative_to(WEB_DIR) or not path.is_file() or path.name.startswith("package"):
+    try:
+        path = (WEB_DIR / rel).resolve()
+        found = path.is_relative_to(WEB_DIR) and path.is_file() and not path.name.startswith("package")
+    except (OSError, ValueError):  # a name too long for the file system, a NUL (found by tests/test_fuzz.py)
+        found = False
+    if not found:
         raise _text_error(404, "Not found.")
     return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
 
 
 # --- the app -------------------------------------------------------------------------------
+
+class _EioPacket(engineio.packet.Packet):
+    """Engine.IO's packet, decoded without raising: a frame that does not decode (empty, a non-digit or unknown
+    type, bad base64) becomes a NOOP, which the socket ignores. python-engineio 4.x decoded it outside its
+    error handling (an exception out of the websocket handler) or logged "Unknown receive error" at ERROR for
+    types past 6 (found by tests/test_fuzz.py)."""
+
+    def decode(self, encoded_packet: Any) -> None:
+        try:
+            super().decode(encoded_packet)
+        except (ValueError, TypeError, IndexError, binascii.Error, RecursionError):
+            self.packet_type, self.data = engineio.packet.NOOP, None
+            return
+        if not isinstance(self.packet_type, int) or not 0 <= self.packet_type < len(engineio.packet.packet_names):
+            self.packet_type, self.data = engineio.packet.NOOP, None
+
+
+def _harden_engineio() -> None:
+    """Make the server's Engine.IO sockets (and payloads) decode with `_EioPacket`. The modules keep their
+    `packet` module as a global: each gets a copy with `Packet` replaced (the real module is left alone)."""
+    for module in (engineio.async_socket, engineio.payload):
+        if getattr(module.packet, "Packet", None) is not _EioPacket:
+            module.packet = types.SimpleNamespace(**{**vars(engineio.packet), "Packet": _EioPacket})
+
+
+_harden_engineio()
+
+
+class _ClientFaults(logging.LoggerAdapter):
+    """engineio's logger, with what it logs by ``error()`` as a warning: those are a client's bad requests (an
+    unsupported protocol version, an unknown session id, quoted from the request) and not the server's faults
+    (found by tests/test_fuzz.py). Exceptions (``exception()``) stay at ERROR."""
+
+    def error(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self.warning(msg, *args, **kwargs)
+
+
+class _ClientHttpErrors(logging.Filter):
+    """aiohttp logs a request it cannot parse (a header line past 8 KiB, a malformed request line) with a
+    traceback at ERROR, and answers 400: the client's fault, so a one-line warning (found by tests/test_fuzz.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and (exc.code or 400) < 500:
+            record.msg, record.args = f"{record.getMessage()}: {str(exc)[:200]}", ()
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_client_http_errors() -> None:
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _ClientHttpErrors) for f in logger.filters):
+        logger.addFilter(_ClientHttpErrors())
+
+
+class MalformedPacket(ValueError):
+    """A Socket.IO packet from a client that does not decode or has the wrong shape."""
+
+
+class _Json:
+    """The JSON module of `_Packet`: an integer of more than 100 digits reads as an infinite float, which the
+    protocol refuses naming the field (engineio's own parser raised, a traceback at ERROR)."""
+
+    @staticmethod
+    def _int(text: str) -> float | int:
+        if len(text) > 100:
+            return -math.inf if text.startswith("-") else math.inf
+        return int(text)
+
+    @staticmethod
+    def dumps(*args: Any, **kwargs: Any) -> str:
+        return json.dumps(*args, **kwargs)
+
+    @classmethod
+    def loads(cls, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("parse_int", cls._int)
+        return json.loads(*args, **kwargs)
+
+
+class _Packet(socketio.packet.Packet):
+    """python-socketio's packet, checked on the way in: JSON that does not parse (or an integer past engineio's
+    limit), an unknown or server-only packet type, an event without a name, an ACK that is not a list or a binary
+    attachment that does not fit raise `MalformedPacket` (found by tests/test_fuzz.py: each was a traceback at
+    ERROR, or an exception in a task, in python-socketio 5.18)."""
+
+    json = _Json
+
+    FROM_CLIENT = (socketio.packet.CONNECT, socketio.packet.DISCONNECT, socketio.packet.EVENT, socketio.packet.ACK,
+                   socketio.packet.BINARY_EVENT, socketio.packet.BINARY_ACK)
+
+    def __init__(self, *args: Any, encoded_packet: Any = None, **kwargs: Any) -> None:
+        if encoded_packet is not None and not encoded_packet:
+            raise MalformedPacket("empty packet")  # the base class would take it for an event without data
+        super().__init__(*args, encoded_packet=encoded_packet, **kwargs)
+
+    def decode(self, encoded_packet: Any) -> int:
+        try:
+            count = super().decode(encoded_packet)
+        except (ValueError, TypeError, IndexError, KeyError, RecursionError) as exc:
+            raise MalformedPacket(f"undecodable packet ({exc})"[:200]) from None
+        if self.packet_type not in self.FROM_CLIENT:
+            raise MalformedPacket(f"packet type {str(self.packet_type)[:20]!r} is not one a client sends")
+        self._check_shape()
+        return int(count)
+
+    def add_attachment(self, attachment: Any) -> bool:
+        try:
+            complete = bool(super().add_attachment(attachment))
+        except (ValueError, TypeError, IndexError, KeyError, RecursionError) as exc:
+            raise MalformedPacket(f"bad binary attachment ({exc})"[:200]) from None
+        if complete:
+            self._check_shape()
+        return complete
+
+    def _check_shape(self) -> None:
+        t, data = self.packet_type, self.data
+        if t in (socketio.packet.EVENT, socketio.packet.BINARY_EVENT):
+            if not isinstance(data, list) or not data or not isinstance(data[0], str):
+                raise MalformedPacket("an event packet must be a list starting with the event's name")
+        elif t in (socketio.packet.ACK, socketio.packet.BINARY_ACK):
+            if not isinstance(data, list):
+                raise MalformedPacket("an ack packet must be a list")
+        # a CONNECT's auth of any shape goes to Hub.connect, which refuses it with "missing token"
+
+
+class _Server(socketio.AsyncServer):
+    """A client that sends a malformed packet gets a warning in the log and is disconnected (like a WebSocket
+    protocol error), instead of a traceback at ERROR from engineio's handler."""
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        if eio_sid not in self.environ:
+            return  # a packet that was on its way when the connection was closed (e.g. for a malformed one)
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except KeyError:
+            if eio_sid in self.environ:
+                raise
+            # closed while this packet was being handled: nothing to answer
+        except MalformedPacket as exc:
+            self._binary_packet.pop(eio_sid, None)
+            log.warning("malformed Socket.IO packet from %s: %s; disconnecting it", eio_sid, exc)
+            await self.eio.disconnect(eio_sid)
+        except ValueError as exc:
+            if str(exc) != "Unexpected binary packet":  # python-socketio's own check: a binary packet before CONNECT
+                raise
+            log.warning("binary packet before connecting from %s; disconnecting it", eio_sid)
+            await self.eio.disconnect(eio_sid)
+
 
 class _WholeBody:
     """``request.content`` for Engine.IO whose ``read(n)`` returns all ``n`` bytes.
@@ -522,25 +704,27 @@ def _cors_origins(settings: Settings) -> list[str] | None:
 
 
 def create_app(settings: Settings, store: Store, *, bots: Bots | None = None,
-               reports: Reports | None = None) -> web.Application:
+               reports: Reports | None = None, webhooks: Webhooks | None = None) -> web.Application:
     """The aiohttp app with the API, the pages and the Socket.IO server mounted on it.
 
     Without `bots` or `reports` their routes answer 503. `bot.app` builds it with the real ones.
     """
     secret = settings.ensure_secret()
+    _quiet_client_http_errors()
     app = web.Application(client_max_size=MAX_TRANSPORT, middlewares=[api.error_middleware])
     manager = socketio.AsyncRedisManager(settings.redis_url, channel="proctor:socketio") \
         if settings.redis_url else None  # emits reach the sockets of every signaling node
-    sio = socketio.AsyncServer(
+    sio = _Server(
         client_manager=manager,
         async_mode="aiohttp",
+        serializer=_Packet,
         max_http_buffer_size=MAX_TRANSPORT,
         cors_allowed_origins=_cors_origins(settings),
         logger=False,
-        engineio_logger=False,
+        engineio_logger=_ClientFaults(logging.getLogger("engineio.server")),
     )
     _read_polling_bodies_whole(sio)
-    hub = Hub(sio, store, secret, redis_url=settings.redis_url)
+    hub = Hub(sio, store, secret, settings=settings, webhooks=webhooks, redis_url=settings.redis_url)
     app[api.SETTINGS] = settings
     app[api.STORE] = store
     app[api.SECRET] = secret
@@ -549,6 +733,8 @@ def create_app(settings: Settings, store: Store, *, bots: Bots | None = None,
         app[api.BOTS] = bots
     if reports is not None:
         app[api.REPORTS] = reports
+    if webhooks is not None:
+        app[api.WEBHOOKS] = webhooks
     app[api.HUB] = hub
     app[api.ENDING] = set()
     app[SIO] = sio
