@@ -37,8 +37,18 @@ class MailResult:
     attempts: int = 0  # SMTP attempts made
     path: Path | None = None  # the .eml file, when written to the outbox
     error: str | None = None  # the last SMTP error, when SMTP failed
+    to: tuple[str, ...] = ()  # the recipients
+
+    def public(self) -> dict[str, Any]:
+        """What an API answer (and the stored interview) may say: how and to whom, never the outbox's path
+        nor the SMTP server's error text."""
+        out: dict[str, Any] = {"delivered": self.method, "to": list(self.to)}
+        if self.error:
+            out["smtp_failed"] = True
+        return out
 
     def describe(self) -> str:
+        """For the server's log: names the ``.eml`` file and the SMTP error."""
         if self.delivered:
             return f"delivered by SMTP ({self.attempts} attempt{'s' if self.attempts != 1 else ''})"
         if self.error:
@@ -104,10 +114,11 @@ class Mailer:
     ) -> MailResult:
         msg = self.build(to, subject, body_text, attachments)
         mid = str(msg["Message-ID"])
+        rcpt = (to,) if isinstance(to, str) else tuple(to)
         if not self.settings.smtp_host:
             path = await self._to_outbox(msg)
             log.info("no SMTP_HOST: report %r for %s written to %s", subject, msg["To"], path)
-            return MailResult(False, "outbox", mid, 0, path)
+            return MailResult(False, "outbox", mid, 0, path, to=rcpt)
         error = ""
         attempt = 0
         for attempt in range(1, self.attempts + 1):
@@ -115,7 +126,7 @@ class Mailer:
                 await self._smtp(msg)
                 log.info("report %r sent to %s by SMTP (%s:%s)", subject, msg["To"],
                          self.settings.smtp_host, self.settings.smtp_port)
-                return MailResult(True, "smtp", mid, attempt)
+                return MailResult(True, "smtp", mid, attempt, to=rcpt)
             except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
                 error = f"{type(exc).__name__}: {exc}".strip()
                 if _permanent(exc) or attempt == self.attempts:
@@ -127,7 +138,7 @@ class Mailer:
         path = await self._to_outbox(msg)
         log.error("SMTP send to %s failed after %d attempts (%s); the report is kept in %s",
                   msg["To"], attempt, error, path)
-        return MailResult(False, "outbox", mid, attempt, path, error)
+        return MailResult(False, "outbox", mid, attempt, path, error, to=rcpt)
 
     async def _smtp(self, msg: EmailMessage) -> None:
         s = self.settings

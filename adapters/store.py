@@ -11,6 +11,8 @@ Collections (database ``settings.mongodb_db``):
   idempotent upsert by event id like the event itself, and a TTL index can expire it: GridFS chunk
   documents are written by the driver and cannot carry ``expires_at``.
 - ``audit``: ``{interview_id, at, by, event_id, action, note, expires_at}``; index ``(interview_id, at)``.
+- ``operator_keys``: ``_id`` = ``id`` (the key's public id); ``name`` (unique), ``hash`` (sha256 of the key:
+  the key itself is never stored), ``created_at``, ``last_used_at``, ``revoked_at``. Never expires.
 
 Retention: every document gets ``expires_at`` = write time + ``settings.retention_days`` (0 or less: keep
 forever, no ``expires_at``), and each collection has a TTL index on it (``expireAfterSeconds=0``). SecantusDB
@@ -48,7 +50,7 @@ from adapters.embedded_db import EmbeddedMongo
 from adapters.spool import Spool, SpoolError
 from bot.analysis.events import REVIEW_STATES, Event
 from bot.common import jsonable, utc_iso
-from bot.ports import StoreUnavailable
+from bot.ports import KeyExists, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,7 @@ class Store:
         self.events = self.db["events"]
         self.snapshots = self.db["snapshots"]
         self.audit = self.db["audit"]
+        self.operator_keys = self.db["operator_keys"]
         self.spool = spool
         self.retention = timedelta(days=retention_days) if retention_days > 0 else None
         self.embedded = embedded
@@ -154,6 +157,7 @@ class Store:
         await self.events.create_index([("id", 1)], unique=True, name="id_unique")
         await self.audit.create_index([("interview_id", 1), ("at", 1)], name="interview_at")
         await self.snapshots.create_index([("interview_id", 1)], name="interview")
+        await self.operator_keys.create_index([("name", 1)], unique=True, name="name_unique")
         for coll in (self.interviews, self.events, self.snapshots, self.audit):
             await coll.create_index([("expires_at", 1)], **ttl)
 
@@ -426,6 +430,59 @@ class Store:
         except DB_DOWN as exc:
             raise StoreUnavailable(f"database unavailable: {exc}") from exc
         return [{k: d.get(k) for k in ("at", "by", "event_id", "action", "note")} for d in docs]
+
+    # -- operator keys (hashes only) -----------------------------------------------------------
+    async def add_operator_key(self, *, key_id: str, name: str, key_hash: str) -> dict[str, Any]:
+        """Store a key's hash under its name; `KeyExists` if an unrevoked key has the name (the record of a
+        revoked one is replaced)."""
+        doc: dict[str, Any] = {"_id": key_id, "id": key_id, "name": name, "hash": key_hash,
+                               "created_at": utc_iso(utcnow()), "last_used_at": None, "revoked_at": None}
+        try:
+            old = await self.operator_keys.find_one({"name": name})
+            if old is not None:
+                if old.get("revoked_at") is None:
+                    raise KeyExists(f"an operator key named {name!r} exists")
+                await self.operator_keys.delete_one({"_id": old["_id"], "revoked_at": {"$ne": None}})
+            await self.operator_keys.insert_one(doc)
+        except pymongo.errors.DuplicateKeyError:
+            raise KeyExists(f"an operator key named {name!r} exists") from None
+        except DB_DOWN as exc:
+            raise StoreUnavailable(f"database unavailable: {exc}") from exc
+        return _api(doc)
+
+    async def get_operator_key(self, key_id: str) -> dict[str, Any] | None:
+        try:
+            doc = await self.operator_keys.find_one({"_id": key_id})
+        except DB_DOWN as exc:
+            raise StoreUnavailable(f"database unavailable: {exc}") from exc
+        return None if doc is None else _api(doc)
+
+    async def operator_key_used(self, key_id: str) -> None:
+        try:
+            await self.operator_keys.update_one({"_id": key_id}, {"$set": {"last_used_at": utc_iso(utcnow())}})
+        except DB_DOWN as exc:
+            raise StoreUnavailable(f"database unavailable: {exc}") from exc
+
+    async def list_operator_keys(self) -> list[dict[str, Any]]:
+        try:
+            docs = await self.operator_keys.find({}, {"hash": 0}).sort([("created_at", 1), ("_id", 1)]).to_list(None)
+        except DB_DOWN as exc:
+            raise StoreUnavailable(f"database unavailable: {exc}") from exc
+        return [_api(d) for d in docs]
+
+    async def revoke_operator_key(self, name: str) -> bool:
+        try:
+            r = await self.operator_keys.update_one({"name": name, "revoked_at": None},
+                                                    {"$set": {"revoked_at": utc_iso(utcnow())}})
+        except DB_DOWN as exc:
+            raise StoreUnavailable(f"database unavailable: {exc}") from exc
+        return r.modified_count > 0
+
+    async def has_operator_keys(self) -> bool:
+        try:
+            return await self.operator_keys.find_one({"revoked_at": None}, {"_id": 1}) is not None
+        except DB_DOWN as exc:
+            raise StoreUnavailable(f"database unavailable: {exc}") from exc
 
     # -- deletion and retention ----------------------------------------------------------------
     async def delete_interview(self, interview_id: str) -> bool:

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bot.settings import Settings
 from signaling import tokens
 from tests.support.candidate import CandidatePeer
-from tests.support.clients import Listener, served
+from tests.support.clients import Listener, http, served
 from tests.support.janus_publisher import JanusPublisher
 from tests.support.janus_server import PIN, ROOM, JanusServer
 from tests.support.paths import MEDIA
@@ -69,10 +69,12 @@ async def run_calls(srv, calls: int, seconds: float, janus: JanusServer | None =
     try:
         for i in range(calls):
             name = f"Bench {i}"
-            room = None if janus is None else {"kind": "janus", "url": janus.url, "room": ROOM, "pin": PIN,
-                                               "candidate": name}
-            iv = await store.create_interview(candidate_name=name, interviewer_email="b@example.com",
-                                              policy=None, room=room)
+            body: dict = {"candidate_name": name, "interviewer_email": "b@example.com"}
+            if janus is not None:
+                body["room"] = {"kind": "janus", "url": janus.url, "room": ROOM, "pin": PIN, "candidate": name}
+            status, iv, _ = await http("POST", url + "/api/interviews", headers=srv.operator,  # as an operator
+                                       json=body)
+            assert status == 201, iv
             listener = Listener()
             await listener.connect(url, tokens.issue(settings.secret_key, iv["id"], "interviewer", 600))
             cand: CandidatePeer | JanusPublisher

@@ -30,8 +30,32 @@ class CallUnreachable(RuntimeError):
     """The bot could not join the call on the platform it is held on (server away, wrong room or pin); 502."""
 
 
-class Store(Protocol):
-    """Interviews, events, snapshots and the audit log (`adapters.store.Store`)."""
+class KeyExists(ValueError):
+    """An operator key of that name exists (and is not revoked)."""
+
+
+class OperatorKeys(Protocol):
+    """Operator API keys (who may create interviews), stored as hashes only (`adapters.store.Store`).
+
+    A key record is ``{"id", "name", "hash", "created_at", "last_used_at", "revoked_at"}``; the key itself is
+    never stored. `signaling.operators` makes keys and checks them against these records.
+    """
+
+    async def add_operator_key(self, *, key_id: str, name: str, key_hash: str) -> dict[str, Any]:
+        """Store a new key; `KeyExists` if an unrevoked key has that name (a revoked one's name is reused)."""
+    async def get_operator_key(self, key_id: str) -> dict[str, Any] | None: ...
+    async def operator_key_used(self, key_id: str) -> None:
+        """Note the time of its last use."""
+    async def list_operator_keys(self) -> list[dict[str, Any]]:
+        """Every key record, oldest first, without its hash."""
+    async def revoke_operator_key(self, name: str) -> bool:
+        """Revoke the unrevoked key of that name; False if there is none."""
+    async def has_operator_keys(self) -> bool:
+        """True if any unrevoked key is stored."""
+
+
+class Store(OperatorKeys, Protocol):
+    """Interviews, events, snapshots and the audit log (`adapters.store.Store`), and the operator keys."""
 
     async def create_interview(self, *, candidate_name: str, interviewer_email: str,
                                policy: dict[str, Any] | None,
@@ -52,7 +76,13 @@ Attachment = tuple[str, bytes, str]  # (file name, content, MIME type)
 
 
 class Delivery(Protocol):
-    def describe(self) -> str: ...
+    """How a report was mailed (`adapters.mail.MailResult`)."""
+
+    def public(self) -> dict[str, Any]:
+        """``{"delivered": "smtp"|"outbox", "to": [...]}``: what API answers and the database may show (no
+        server path, no SMTP error text)."""
+    def describe(self) -> str:
+        """One line for the server's log (may name the outbox file)."""
 
 
 class Mailer(Protocol):
@@ -63,12 +93,14 @@ class Mailer(Protocol):
 
 
 class Bots(Protocol):
-    """Brings the bot into calls and out of them (`bot.live.registry.CallRegistry`)."""
+    """Brings the bot into calls and out of them: `bot.fleet.bots.FleetBots` (each call in a worker's child
+    process) or `bot.live.registry.CallRegistry` (in this process; tests and debugging)."""
 
     async def invite(self, interview: dict[str, Any], bot_token: str, server_url: str) -> None:
         """Start the bot for the interview (idempotent while it runs); `Capacity` when full."""
-    async def end(self, interview_id: str) -> None: ...
-    def is_present(self, interview_id: str) -> bool: ...
+    async def end(self, interview_id: str) -> None:
+        """Ask the bot to leave and wait until it has (its closing events sent)."""
+    async def is_present(self, interview_id: str) -> bool: ...
     async def close(self) -> None: ...
 
 
@@ -109,3 +141,14 @@ class MediaSource(Protocol):
 # yet; the second argument hears its state changes. `adapters.conferencing.open_media`.
 OpenMedia = Callable[[Mapping[str, Any], Callable[[str], None] | None], MediaSource]
 
+class Webhooks(Protocol):
+    """Notifies the systems interviews are scheduled from (`adapters.webhooks.WebhookSender`).
+
+    `send` returns once the delivery is written to the durable outbox; a background sender posts it, signed,
+    and retries it with backoff. Never call it on the path of an alert to the interviewer.
+    """
+
+    async def send(self, event: str, data: dict[str, Any], *, key: str | None = None) -> str:
+        """Queue ``event`` with ``data``; returns the delivery id. ``key`` names the fact (e.g. an event's
+        opening): a second send with the same key is not queued again (same delivery id)."""
+    async def close(self) -> None: ...

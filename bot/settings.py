@@ -55,7 +55,8 @@ def cache_dir() -> Path:
     return Path(_env("PROCTOR_CACHE_DIR") or platformdirs.user_cache_dir(APP))
 
 
-SECRET_FIELDS = {"secret_key", "smtp_password", "mongodb_uri"}
+SECRET_FIELDS = {"secret_key", "smtp_password", "mongodb_uri", "redis_url", "api_key", "webhook_secret", "webhook_url"}
+MIN_API_KEY = 16  # characters of PROCTOR_API_KEY
 
 
 @dataclass
@@ -80,6 +81,15 @@ class Settings:
     smtp_from: str = "proctor-bot@localhost"
     outbox_dir: Path | None = None
     max_bots: int = 4  # calls analysed at once (measured: 4 fit on 2 cores, benchmarks/bench_live.py)
+    redis_url: str | None = None  # REDIS_URL: the fleet's dispatch and the signaling nodes' bus; None: one machine
+    claim_timeout: float = 5.0  # s an invitation waits for a worker to take the call before it answers 503
+    api_key: str | None = None  # PROCTOR_API_KEY: one operator key from the environment (others: `proctor keys`)
+    create_rate: int = 30  # interviews one operator key may create per minute
+    webhook_url: str | None = None  # None: no webhooks
+    webhook_secret: str = ""  # signs each delivery (HMAC-SHA256); required with webhook_url
+    webhook_max_age: float = 24 * 3600  # seconds a delivery is retried before it is given up
+    webhook_retry_min: float = 2.0  # first retry delay (seconds); doubles per attempt, with jitter
+    webhook_retry_max: float = 3600.0  # longest delay between two attempts
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -102,9 +112,28 @@ class Settings:
             smtp_from=_env("SMTP_FROM", "proctor-bot@localhost"),
             outbox_dir=_path("PROCTOR_OUTBOX_DIR"),
             max_bots=_int("PROCTOR_MAX_BOTS", 4),
+            redis_url=_env("REDIS_URL"),
+            claim_timeout=float(_int("PROCTOR_CLAIM_TIMEOUT", 5)),
+            api_key=_env("PROCTOR_API_KEY"),
+            create_rate=_int("PROCTOR_CREATE_RATE", 30),
+            webhook_url=_env("PROCTOR_WEBHOOK_URL"),
+            webhook_secret=_env("PROCTOR_WEBHOOK_SECRET", ""),
+            webhook_max_age=_int("PROCTOR_WEBHOOK_MAX_AGE", 24 * 3600),
         )
+        if s.webhook_url:
+            if not s.webhook_url.startswith(("http://", "https://")):
+                raise SystemExit(f"error: PROCTOR_WEBHOOK_URL must be an http(s) URL, got {s.webhook_url!r}")
+            if not s.webhook_secret:
+                raise SystemExit("error: PROCTOR_WEBHOOK_URL needs PROCTOR_WEBHOOK_SECRET (deliveries are signed)")
         if s.smtp_tls not in ("starttls", "tls", "none"):
             raise SystemExit(f"error: SMTP_TLS must be starttls, tls or none, got {s.smtp_tls!r}")
+        if s.api_key is not None and (len(s.api_key) < MIN_API_KEY or not s.api_key.isascii()
+                                      or not s.api_key.isprintable()
+                                      or s.api_key != s.api_key.strip()):
+            raise SystemExit(f"error: PROCTOR_API_KEY must be at least {MIN_API_KEY} printable ASCII "
+                             "characters without surrounding spaces")
+        if s.create_rate < 1:
+            raise SystemExit(f"error: PROCTOR_CREATE_RATE must be at least 1 (per minute), got {s.create_rate}")
         return s
 
     @property

@@ -1,6 +1,8 @@
 """The HTTP API (aiohttp): interviews, bot invitation, events, reviews, reports.
 
-JSON in and out. Auth by ``Authorization: Bearer <token>`` or ``?token=``.
+JSON in and out. Creating an interview needs an operator API key (``Authorization: Bearer <key>``,
+`signaling.operators`; 401 without a valid one, 429 past the key's rate); everything else an interview's
+token (``Authorization: Bearer <token>`` or ``?token=``).
 401 missing/forged/expired token, 403 wrong role or other interview, 404 unknown
 interview, 400 bad body, 413 oversized body, 503 when a collaborator (bots, reports)
 is not configured or the machine is at capacity. Unexpected exceptions become a
@@ -22,10 +24,11 @@ from aiohttp import web
 from bot.analysis.events import REVIEW_STATES, catalogue_json
 from bot.analysis.policy import Policy, PolicyError
 from bot.common import jsonable
-from bot.ports import Bots, CallUnreachable, Capacity, Reports, Store, StoreUnavailable, UnknownInterview
+from bot.ports import Bots, CallUnreachable, Capacity, Reports, Store, StoreUnavailable, UnknownInterview, Webhooks
 from bot.rooms import Room, RoomError, parse_room, public_room
 from bot.settings import Settings
 from signaling import tokens
+from signaling.operators import Operator, OperatorAuthError, Operators, RateLimited
 from signaling.tokens import Claims, TokenError
 
 log = logging.getLogger("signaling.api")
@@ -47,6 +50,8 @@ class Hub(Protocol):
     """What the API needs from the Socket.IO side (`signaling.server.Hub`)."""
 
     async def close_interview(self, interview_id: str) -> None: ...
+    async def bot_failed(self, interview_id: str, reason: str) -> None: ...
+    async def flush_events(self) -> None: ...
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -55,6 +60,10 @@ SECRET = web.AppKey("secret", str)
 BOTS = web.AppKey("bots", Bots)  # absent: no bot on this server, its routes answer 503
 REPORTS = web.AppKey("reports", Reports)  # absent: its routes answer 503
 HUB = web.AppKey("hub", Hub)
+OPERATORS = web.AppKey("operators", Operators)
+WEBHOOKS = web.AppKey("webhooks", Webhooks)  # absent: no webhooks configured
+READER_TTL = 7 * 24 * 3600  # seconds the read-only links in webhook deliveries stay valid
+READ_ROLES = ("interviewer", "reader")
 ENDING = web.AppKey("ending", set[str])
 
 
@@ -127,6 +136,19 @@ def authenticate(request: web.Request, roles: tuple[str, ...] = ("interviewer",)
     return claims
 
 
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return (value.strip() or None) if scheme.lower() == "bearer" else None
+
+
+async def operator(request: web.Request) -> Operator:
+    """The operator whose API key the request carries (header only: a key never goes in a URL); else 401."""
+    try:
+        return await request.app[OPERATORS].authenticate(_bearer(request))
+    except OperatorAuthError as e:
+        raise error(401, str(e), **{"WWW-Authenticate": "Bearer"}) from None
+
+
 async def interview_or_404(request: web.Request, interview_id: str) -> dict:
     interview = await request.app[STORE].get_interview(interview_id)
     if interview is None:
@@ -163,7 +185,29 @@ async def read_json(request: web.Request, limit: int = MAX_BODY) -> dict[str, An
         raise error(400, "body is not valid JSON") from None
     if not isinstance(data, dict):
         raise error(400, "body must be a JSON object")
+    _valid_text(data, "body")
     return data
+
+
+def _valid_text(value: Any, path: str, depth: int = 0) -> None:
+    """400 naming the field for text no database stores: a lone surrogate (``"\\ud800"`` is valid JSON) or a key
+    with NUL or starting with ``$``."""
+    if depth > 64:
+        raise error(400, "body is nested too deeply")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise error(400, f"{path} must be valid Unicode text (no lone surrogates)") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _valid_text(k, f"{path} key {k[:32]!r}", depth + 1)
+            if "\x00" in k or k.startswith("$"):
+                raise error(400, f"{path} has an invalid key {k[:32]!r} (with NUL or starting with $)")
+            _valid_text(v, k[:50] if path == "body" else f"{path}.{k[:32]}", depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _valid_text(v, f"{path}[{i}]", depth + 1)
 
 
 def _no_constant(name: str) -> Any:
@@ -238,6 +282,12 @@ def page_url(request: web.Request, interview_id: str, token: str, page: str = ""
     return f"{_base_url(request)}/interview/{quote(interview_id, safe='')}{suffix}?token={token}"
 
 
+def reader_links(settings: Settings, secret: str, interview_id: str) -> tuple[str, str]:
+    """(the interview's API base URL, ``?token=`` with a read-only token) for links in webhook deliveries."""
+    token = tokens.issue(secret, interview_id, "reader", READER_TTL)
+    return f"{settings.base_url}/api/interviews/{quote(interview_id, safe='')}", f"?token={token}"
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -245,6 +295,7 @@ def _now() -> datetime:
 # --- handlers --------------------------------------------------------------------------
 
 async def create_interview(request: web.Request) -> web.Response:
+    who = await operator(request)
     data = await read_json(request)
     _only(data, ("candidate_name", "interviewer_email", "policy", "room"))
     name = _text(data, "candidate_name", MAX_NAME)
@@ -254,6 +305,10 @@ async def create_interview(request: web.Request) -> web.Response:
         raise error(400, "interviewer_email is not a valid email address")
     policy = parse_policy(data.get("policy"))
     room = parse_room_field(data.get("room"))
+    try:
+        request.app[OPERATORS].take(who)  # counts creations only: a rejected body costs nothing
+    except RateLimited as e:
+        raise error(429, str(e), **{"Retry-After": str(e.retry_after)}) from None
     interview = await request.app[STORE].create_interview(
         candidate_name=name, interviewer_email=email, policy=policy,
         room=room.stored() if room is not None else None)
@@ -265,12 +320,12 @@ async def create_interview(request: web.Request) -> web.Response:
     if room is not None:
         # the call is on another platform: the interviewer watches alerts on the monitor page (no call here),
         # and the candidate joins that platform, not a page of this server
-        log.info("interview %s created (call on %s)", iid, room.kind)
+        log.info("interview %s created with the operator key %r (call on %s)", iid, who.name, room.kind)
         monitor = page_url(request, iid, interviewer, "monitor")
         return json_response({"id": iid, "room": room.public(), "interviewer_url": monitor, "monitor_url": monitor},
                              status=201)
     candidate = tokens.issue(secret, iid, "candidate", ttl, name=name)
-    log.info("interview %s created", iid)
+    log.info("interview %s created with the operator key %r", iid, who.name)
     return json_response({
         "id": iid,
         "interviewer_url": page_url(request, iid, interviewer),
@@ -293,7 +348,7 @@ async def invite_bot(request: web.Request) -> web.Response:
     interview = await interview_or_404(request, iid)
     if interview.get("status") == "ended":
         raise error(409, "the interview has ended")
-    if bots.is_present(iid):
+    if await bots.is_present(iid):
         return json_response({"status": "present"})
     if interview.get("room") and not interview.get("started_at"):
         # no candidate joins this server: the call's clock (event times, the report's span) starts with the bot
@@ -324,15 +379,49 @@ async def end_interview(request: web.Request) -> web.Response:
     ending.add(iid)
     try:
         await bots.end(iid)
+        await request.app[HUB].flush_events()  # the events the bot closed on leaving are stored
         await request.app[STORE].update_interview(iid, status="ended", ended_at=_now().isoformat())
         summary = await reports.finish(iid)
     finally:
         ending.discard(iid)
+    await _notify_ended(request, iid, summary)
     return json_response(summary if summary is not None else {"status": "ended"})
 
 
+async def bot_failed(request: web.Request) -> web.Response:
+    """The fleet gave the bot up (it crashed or hung after every restart): the worker says so here, with the
+    bot's own token, and the interviewer is told."""
+    authenticate(request, roles=("bot",))
+    iid = request.match_info["id"]
+    data = await read_json(request, limit=4096)
+    _only(data, ("reason",))
+    reason = _text(data, "reason", 500) or ""
+    await interview_or_404(request, iid)
+    log.error("interview %s: the proctoring bot failed and was given up: %s", iid, reason)
+    await request.app[STORE].update_interview(iid, bot_failed={"reason": reason, "at": _now().isoformat()})
+    await request.app[HUB].bot_failed(iid, reason)
+    return web.Response(status=204)
+
+
+async def _notify_ended(request: web.Request, iid: str, summary: dict[str, Any] | None) -> None:
+    """Queue the ``interview.ended`` webhook (a durable outbox write; the sender posts it later)."""
+    webhooks = request.app.get(WEBHOOKS)
+    if webhooks is None:
+        return
+    base, query = reader_links(request.app[SETTINGS], request.app[SECRET], iid)
+    s = summary or {}
+    data: dict[str, Any] = {"interview_id": iid, "ended_at": _now().isoformat()}
+    data.update({k: s[k] for k in ("score", "risk", "needs_review", "events", "coverage") if k in s})
+    data["report_url"] = f"{base}/report.pdf{query}"
+    data["report_json_url"] = f"{base}/report.json{query}"
+    try:
+        await webhooks.send("interview.ended", data, key=f"interview.ended:{iid}")
+    except Exception:  # the interview has ended all the same; the error says what was lost
+        log.exception("could not queue the interview.ended webhook of interview %s", iid)
+
+
 async def list_events(request: web.Request) -> web.Response:
-    authenticate(request)
+    authenticate(request, READ_ROLES)
     iid = request.match_info["id"]
     await interview_or_404(request, iid)
     events = await request.app[STORE].list_events(iid, snapshots=True)
@@ -341,13 +430,13 @@ async def list_events(request: web.Request) -> web.Response:
 
 def _event_id(request: web.Request) -> str:
     eid = request.match_info["event_id"]
-    if not _EVENT_ID.match(eid):
+    if not _EVENT_ID.fullmatch(eid):
         raise error(404, "unknown event")
     return eid
 
 
 async def get_snapshot(request: web.Request) -> web.Response:
-    authenticate(request)
+    authenticate(request, READ_ROLES)
     iid = request.match_info["id"]
     eid = _event_id(request)
     await interview_or_404(request, iid)
@@ -376,7 +465,7 @@ async def review_event(request: web.Request) -> web.Response:
 
 
 async def _report(request: web.Request) -> tuple[str, Any]:
-    authenticate(request)
+    authenticate(request, READ_ROLES)
     iid = request.match_info["id"]
     reports = collaborator(request, REPORTS, "reports are")
     await interview_or_404(request, iid)
@@ -417,7 +506,7 @@ async def delete_interview(request: web.Request) -> web.Response:
     iid = request.match_info["id"]
     await interview_or_404(request, iid)
     bots = request.app.get(BOTS)
-    if bots is not None and bots.is_present(iid):
+    if bots is not None and await bots.is_present(iid):
         await bots.end(iid)
     hub = request.app.get(HUB)
     if hub is not None:
@@ -442,6 +531,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/interviews", create_interview)
     r.add_get("/api/interviews/{id}", get_interview)
     r.add_post("/api/interviews/{id}/bot", invite_bot)
+    r.add_post("/api/interviews/{id}/bot/failed", bot_failed)
     r.add_post("/api/interviews/{id}/end", end_interview)
     r.add_get("/api/interviews/{id}/events", list_events)
     r.add_get("/api/interviews/{id}/events/{event_id}/snapshot", get_snapshot)

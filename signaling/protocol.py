@@ -26,7 +26,9 @@ MAX_ID = 64  # characters of an event id or a sid
 SIGNAL_KINDS = ("offer", "answer", "candidate")
 CHANGES = ("opened", "updated", "closed")
 PAGE_KINDS = ("tab_hidden", "window_blur")
-EVENTS = ("signal", "bot_event", "page_event", "chat")
+EVENTS = ("signal", "bot_event", "page_event", "chat", "bot_state")
+BOT_STATES = ("analysing", "no_media")
+FAMILIES = ("faces", "objects", "camera")
 
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -46,6 +48,7 @@ class Signal:
 class BotEvent:
     change: str
     event: Event  # snapshot decoded; interview_id not yet set (the server sets it)
+    taken_at: float | None = None  # unix time the bot took the frame (or audio) behind the change
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,17 +62,30 @@ class Chat:
     text: str
 
 
-Message = Signal | BotEvent | PageEvent | Chat
+@dataclass(frozen=True, slots=True)
+class BotState:
+    """The bot's heartbeat (every few seconds): what it is doing and what it has analysed since it joined."""
+
+    state: str  # analysing | no_media
+    face_fps: float  # faces sampled per second lately
+    samples: dict[str, int]  # detector family -> frames analysed since this bot joined
+    audio_seconds: float  # audio analysed since this bot joined
+    since: float  # call time (s) this bot joined
+
+
+Message = Signal | BotEvent | PageEvent | Chat | BotState
 
 
 def max_size(event: str) -> int:
     return MAX_BOT_EVENT if event == "bot_event" else MAX_MESSAGE
 
 
-def json_size(value: Any, limit: int, depth: int = 0) -> int:
+def json_size(value: Any, limit: int, depth: int = 0, path: str = "message") -> int:
     """Roughly the bytes ``value`` takes as JSON; stops counting once past ``limit``.
 
-    Raises `ProtocolError` for values JSON cannot carry or nesting deeper than MAX_DEPTH.
+    Raises `ProtocolError` naming the field (``path``) for values JSON cannot carry, text that is not valid
+    Unicode (a lone surrogate, which JSON escapes can carry but no database stores) or nesting deeper than
+    MAX_DEPTH.
     """
     if depth > MAX_DEPTH:
         raise ProtocolError(f"message nested deeper than {MAX_DEPTH} levels")
@@ -77,34 +93,55 @@ def json_size(value: Any, limit: int, depth: int = 0) -> int:
         return 5
     if isinstance(value, (int, float)):
         if isinstance(value, float) and not math.isfinite(value):
-            raise ProtocolError("numbers must be finite")
+            raise ProtocolError(f"{path}: numbers must be finite")
         return 24 if isinstance(value, float) else value.bit_length() * 3 // 10 + 2
     if isinstance(value, str):
-        return 2 + len(value.encode("utf-8", "surrogatepass"))
+        try:
+            return 2 + len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ProtocolError(f"{path} must be valid Unicode text (no lone surrogates)") from None
     if isinstance(value, (bytes, bytearray)):
         return len(value)
     if isinstance(value, dict):
         total = 2
         for k, v in value.items():
-            total += json_size(k, limit, depth + 1) + 1 + json_size(v, limit, depth + 1) + 1
+            where = f"{path}.{str(k)[:32]}"
+            total += json_size(k, limit, depth + 1, f"{path} key") + 1 + json_size(v, limit, depth + 1, where) + 1
             if total > limit:
                 return total
         return total
     if isinstance(value, (list, tuple)):
         total = 2
-        for v in value:
-            total += json_size(v, limit, depth + 1) + 1
+        for i, v in enumerate(value):
+            total += json_size(v, limit, depth + 1, f"{path}[{i}]") + 1
             if total > limit:
                 return total
         return total
-    raise ProtocolError(f"unsupported value of type {type(value).__name__}")
+    raise ProtocolError(f"{path}: unsupported value of type {type(value).__name__}")
+
+
+def storable(value: Any, path: str, depth: int = 0) -> None:
+    """What a database document can hold (for what is stored): keys that are text, not starting with ``$``,
+    without ``.`` or NUL, and integers that fit in 64 bits; else `ProtocolError` naming the field."""
+    if depth > MAX_DEPTH:
+        raise ProtocolError(f"{path} is nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        raise ProtocolError(f"{path}: integers must fit in 64 bits")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str) or not k or k.startswith("$") or "." in k or "\x00" in k:
+                raise ProtocolError(f"{path} has an invalid key {str(k)[:32]!r} (empty, or with $, . or NUL)")
+            storable(v, f"{path}.{k[:32]}", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            storable(v, f"{path}[{i}]", depth + 1)
 
 
 def _object(payload: Any, event: str) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise ProtocolError(f"{event} must be a JSON object")
     limit = max_size(event)
-    if json_size(payload, limit) > limit:
+    if json_size(payload, limit, path=event) > limit:
         raise ProtocolError(f"{event} is too large (limit {limit // 1024} KiB)")
     return payload
 
@@ -120,9 +157,15 @@ def _number(d: dict[str, Any], key: str, event: str, *, optional: bool = False) 
     v = d.get(key)
     if v is None and optional:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ProtocolError(f"{event}.{key} must be a finite number")
-    return float(v)
+    try:
+        f = float(v)  # an integer too large for a float overflows
+    except OverflowError:
+        f = math.inf
+    if not math.isfinite(f):
+        raise ProtocolError(f"{event}.{key} must be a finite number")
+    return f
 
 
 def parse_signal(payload: Any) -> Signal:
@@ -175,15 +218,17 @@ def parse_bot_event(payload: Any) -> BotEvent:
         detail = {}
     if not isinstance(detail, dict):
         raise ProtocolError(f"{where}.detail must be an object")
+    storable(detail, f"{where}.detail")  # stored as it is (the other fields become floats and text)
     eid = e.get("id")
-    if not isinstance(eid, str) or not _ID.match(eid):
+    if not isinstance(eid, str) or not _ID.fullmatch(eid):
         raise ProtocolError(f"{where}.id must be 1-{MAX_ID} letters, digits or _.:-")
     snapshot = None
     if d.get("snapshot_b64") is not None:
         snapshot = decode_snapshot(d["snapshot_b64"])
     event = Event(type=etype, start=start, end=end, confidence=confidence, detail=dict(detail),
                   snapshot=snapshot, id=eid)
-    return BotEvent(change=change, event=event)
+    taken_at = _number(d, "taken_at", "bot_event", optional=True)  # unix time of the frame behind the change
+    return BotEvent(change=change, event=event, taken_at=taken_at)
 
 
 def parse_page_event(payload: Any) -> PageEvent:
@@ -208,7 +253,27 @@ def parse_chat(payload: Any) -> Chat:
     return Chat(text=text)
 
 
+def parse_bot_state(payload: Any) -> BotState:
+    d = _object(payload, "bot_state")
+    state = _choice(d, "state", BOT_STATES, "bot_state")
+    numbers = {k: _number(d, k, "bot_state") for k in ("face_fps", "audio_seconds", "since")}
+    if any(v is None or v < 0 or v > 1e9 for v in numbers.values()):
+        raise ProtocolError("bot_state.face_fps, audio_seconds and since must be >= 0")
+    raw = d.get("samples")
+    if not isinstance(raw, dict):
+        raise ProtocolError("bot_state.samples must be an object")
+    samples: dict[str, int] = {}
+    for name in FAMILIES:
+        v = raw.get(name, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 10**9:
+            raise ProtocolError(f"bot_state.samples.{name} must be a count")
+        samples[name] = v
+    return BotState(state=state, face_fps=float(numbers["face_fps"] or 0), samples=samples,
+                    audio_seconds=float(numbers["audio_seconds"] or 0), since=float(numbers["since"] or 0))
+
+
 _PARSERS: dict[str, Callable[[Any], Message]] = {
+    "bot_state": parse_bot_state,
     "signal": parse_signal,
     "bot_event": parse_bot_event,
     "page_event": parse_page_event,
@@ -243,6 +308,7 @@ DEFAULT_LIMITS: dict[str, tuple[float, float]] = {
     "signal": (20.0, 60.0),  # browsers trickle ICE candidates in bursts
     "bot_event": (20.0, 60.0),
     "page_event": (4.0, 20.0),
+    "bot_state": (2.0, 5.0),  # the bot's heartbeat, every 2 s
     "chat": (1.0, 5.0),
     "error": (5.0, 10.0),  # replies we send back: bounds what a flood costs us
 }
@@ -265,6 +331,10 @@ class TokenBucket:
             self.tokens -= cost
             return True
         return False
+
+    def wait(self, cost: float = 1.0) -> float:
+        """Seconds until `take(cost)` would succeed (after a failed `take`)."""
+        return max(0.0, (cost - self.tokens) / self.rate) if self.rate > 0 else float("inf")
 
 
 @dataclass(slots=True)

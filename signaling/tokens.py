@@ -14,7 +14,8 @@ import json
 import time
 from dataclasses import dataclass
 
-ROLES: tuple[str, ...] = ("interviewer", "candidate", "bot")
+ROLES: tuple[str, ...] = ("interviewer", "candidate", "bot", "reader")
+CALL_ROLES: tuple[str, ...] = ("interviewer", "candidate", "bot")  # "reader": read-only links in webhooks
 MAX_TOKEN_LENGTH = 2048
 
 

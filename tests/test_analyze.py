@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -190,3 +191,30 @@ def test_evidence_shows_what_made_the_rule_fire(analysis):
         assert count(by_type["multiple_faces"]) == 2
         assert count(by_type["face_missing"]) == 0
         assert count(by_type["looking_away"]) == 1
+
+
+def test_cli_analyzes_a_backlog_folder_with_one_bar_and_goes_on_past_a_bad_file(tmp_path):
+    """A folder of recordings (two real ones sharing a name in two places, one broken) analysed two at a time:
+    each into OUT/<name>/, the broken one named on its own line, the others done; exit 3 for the failure."""
+    backlog = tmp_path / "backlog"
+    (backlog / "more").mkdir(parents=True)
+    shutil.copy(MEDIA / "video/head-pose-face-detection-female.gif", backlog / "ana.gif")
+    shutil.copy(MEDIA / "video/head-pose-face-detection-female-and-male.gif", backlog / "more" / "ana.gif")
+    (backlog / "broken.mp4").write_bytes(b"not a video at all")
+    out = tmp_path / "out"
+    r = run_cli("analyze", str(backlog), str(backlog / "more" / "*.gif"), "--out", str(out), "--jobs", "2",
+                "--no-progress")
+    assert r.returncode == 3, r.stderr
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout
+    for name in ("ana", "ana-2"):
+        doc = json.loads((out / name / "events.json").read_text())
+        assert "score" in doc and (out / name / "report.pdf").stat().st_size > 1000
+    assert "broken.mp4" in r.stdout and "ERR" in r.stdout
+    assert "2 of 3 recordings analysed" in r.stdout and "x real time" in r.stdout
+
+
+def test_cli_backlog_inputs_that_match_nothing_are_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for target, message in ((tmp_path / "empty", "no video files"), (tmp_path / "*.webm", "matches no file")):
+        r = run_cli("analyze", str(target), "--out", str(tmp_path / "o"))
+        assert r.returncode == 3 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -4,11 +4,11 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import logging
 import time
 from urllib.parse import parse_qs, urlsplit
 
-import aiohttp
 import pytest
 
 from bot.analysis.events import Event
@@ -27,7 +27,7 @@ async def srv(settings, store):
 
 
 async def create(srv, body=None) -> dict:
-    status, data, _ = await http("POST", srv.url + "/api/interviews", json=body or {
+    status, data, _ = await http("POST", srv.url + "/api/interviews", headers=srv.operator, json=body or {
         "candidate_name": "Cory Candidate", "interviewer_email": "iris@example.com"})
     assert status == 201, data
     return data
@@ -65,7 +65,7 @@ async def invite_and_see_the_bot(srv, iid: str, interviewer: Peer) -> dict:
     assert status == 202 and data == {"status": "invited"}, data
     got = await interviewer.until("participants", bots_in, timeout=15)
     (bot,) = bots_in(got)
-    assert srv.bots.is_present(iid)
+    assert srv.bots.running(iid)
     return bot
 
 
@@ -174,19 +174,19 @@ async def test_create_rejects_bad_bodies(srv):
     # one server for all cases (each database fixture costs seconds)
     for body, needle in BAD_CREATE_BODIES:
         status, data, _ = await http("POST", srv.url + "/api/interviews", data=body,
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **srv.operator})
         assert status == 400, (body[:80], status, data)
         assert isinstance(data, dict) and needle in data["error"], (body[:80], data)
 
 
 async def test_create_rejects_huge_strings_and_oversized_bodies(srv):
-    status, data, _ = await http("POST", srv.url + "/api/interviews",
+    status, data, _ = await http("POST", srv.url + "/api/interviews", headers=srv.operator,
                                  json={"candidate_name": "x" * 5000, "interviewer_email": "a@b.co"})
     assert status == 400 and "longer than 200" in data["error"]
-    status, data, _ = await http("POST", srv.url + "/api/interviews",
+    status, data, _ = await http("POST", srv.url + "/api/interviews", headers=srv.operator,
                                  json={"candidate_name": "x", "interviewer_email": "a" * 300 + "@b.co"})
     assert status == 400
-    status, data, _ = await http("POST", srv.url + "/api/interviews",
+    status, data, _ = await http("POST", srv.url + "/api/interviews", headers=srv.operator,
                                  json={"candidate_name": "x" * (200 * 1024), "interviewer_email": "a@b.co"})
     assert status == 413 and "larger than 64 KiB" in data["error"]
 
@@ -194,7 +194,7 @@ async def test_create_rejects_huge_strings_and_oversized_bodies(srv):
         for _ in range(20):
             yield b" " * 8192
 
-    status, data, _ = await http("POST", srv.url + "/api/interviews", data=chunks())
+    status, data, _ = await http("POST", srv.url + "/api/interviews", data=chunks(), headers=srv.operator)
     assert status == 413 and "error" in data
 
 
@@ -210,8 +210,9 @@ async def test_random_junk_never_causes_500(srv, caplog):
     with caplog.at_level(logging.ERROR, logger="signaling"):
         for _ in range(60):
             body = {rnd.choice(keys): rnd.choice(values) for _ in range(rnd.randint(0, 4))}
-            for method, path in (("POST", "/api/interviews"), ("PATCH", f"/api/interviews/{iid}/events/{event.id}")):
-                status, data, _ = await http(method, srv.url + path, json=body, headers=bearer(tok))
+            for method, path, auth in (("POST", "/api/interviews", srv.operator),
+                                       ("PATCH", f"/api/interviews/{iid}/events/{event.id}", bearer(tok))):
+                status, data, _ = await http(method, srv.url + path, json=body, headers=auth)
                 assert status in (200, 201, 400), (method, body, status, data)
                 assert isinstance(data, dict)
     assert not [r for r in caplog.records if "unexpected error" in r.getMessage()]
@@ -251,7 +252,7 @@ async def test_every_interviewer_route_checks_the_token(srv):
             if expected == 401:
                 assert h["WWW-Authenticate"] == "Bearer"
     # nothing happened on the way: no bot started, nothing ended or mailed, nothing deleted or reviewed
-    assert srv.bots.sessions == {} and not srv.bots.is_present(iid)
+    assert srv.bots.sessions == {} and not srv.bots.running(iid)
     stored = await srv.store.get_interview(iid)
     assert stored is not None and stored["status"] != "ended" and not stored.get("ended_at")
     assert not stored.get("report_sent_at") and outbox_mails(srv.settings) == []
@@ -371,7 +372,7 @@ async def test_invite_at_capacity_is_503(settings, store):
                                          headers=bearer(srv.token(iid, "interviewer")))
             assert status == 503 and list(data) == ["error"]
             assert data["error"].startswith("this server analyses at most 0 calls at once"), data
-            assert srv.bots.sessions == {} and not srv.bots.is_present(iid)
+            assert srv.bots.sessions == {} and not srv.bots.running(iid)
             assert await interviewer.nothing("participants", within=0.5)  # no bot joined
             # with a free slot the same invitation gets the bot in
             srv.bots.max_calls = 1
@@ -403,15 +404,17 @@ async def test_end_then_reports_then_delete(srv):
 
         status, data, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/end", headers=h)
         assert status == 200, data
-        assert set(data) == {"score", "risk", "needs_review", "events", "delivery"}
+        assert set(data) == {"score", "risk", "needs_review", "coverage", "events", "delivery"}
         assert data["events"] == 1 and 0 <= data["score"] < 100 and data["risk"] in ("low", "medium", "high")
-        assert data["delivery"].startswith(f"written to {srv.settings.outbox}")  # no SMTP host: the outbox
+        # no SMTP host: the outbox; the answer names no file of the server
+        assert data["delivery"] == {"delivered": "outbox", "to": ["iris@example.com"]}
+        assert str(srv.settings.data_dir) not in str(data) and ".eml" not in str(data)
         # the bot left the call
         await interviewer.until("participants", lambda d: roles(d) == ["interviewer"], timeout=10)
-        assert not srv.bots.is_present(iid) and srv.bots.sessions == {}
+        assert not srv.bots.running(iid) and srv.bots.sessions == {}
     stored = await srv.store.get_interview(iid)
     assert stored["status"] == "ended" and stored["ended_at"] and stored["report_sent_at"]
-    assert stored["report_delivery"] == data["delivery"]
+    assert stored["report_delivery"] == data["delivery"]  # report.json shows the stored interview: no path either
 
     # one mail to the interviewer, with the PDF report
     (mail,) = outbox_mails(srv.settings)
@@ -440,6 +443,8 @@ async def test_end_then_reports_then_delete(srv):
     assert f"{ev.id},multiple_faces,4.000,8.000," in text
     status, data, _ = await http("GET", f"{srv.url}/api/interviews/{iid}/report.json", headers=h)
     assert status == 200 and [e["id"] for e in data["events"]] == [ev.id]
+    assert data["interview"]["report_delivery"] == {"delivered": "outbox", "to": ["iris@example.com"]}
+    assert str(srv.settings.data_dir) not in str(data)
 
     status, data, _ = await http("DELETE", f"{srv.url}/api/interviews/{iid}", headers=h)
     assert status == 200 and data == {"deleted": True}
@@ -472,6 +477,9 @@ async def test_reports_show_the_stored_events_and_the_review(srv):
     assert status == 200 and headers["Content-Type"].startswith("text/csv")
     assert f'filename="interview-{iid}.csv"' in headers["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(text)))
+    gaps = [r for r in rows if r["type"] == "not_analysed"]  # no bot was ever invited: nothing was watched
+    assert [json.loads(r["detail"])["reason"] for r in gaps] == ["bot not invited yet"]
+    rows = [r for r in rows if r["type"] != "not_analysed"]
     assert [(r["id"], r["type"], r["start"], r["end"]) for r in rows] == [
         (face.id, "face_missing", "2.000", "12.000"), (faces.id, "multiple_faces", "4.000", "8.000"),
         (tab.id, "tab_hidden", "9.000", "")]
@@ -499,7 +507,8 @@ async def test_reports_show_the_stored_events_and_the_review(srv):
     assert (entry["event_id"], entry["action"], entry["note"], entry["by"]) == (
         face.id, "dismissed", "false alarm", "Iris")
     status, text, _ = await http("GET", url + "/report.csv", headers=h)
-    assert [r["review"] for r in csv.DictReader(io.StringIO(text))] == ["dismissed", "", ""]
+    assert [r["review"] for r in csv.DictReader(io.StringIO(text)) if r["type"] != "not_analysed"] == [
+        "dismissed", "", ""]
     status, body, _ = await http("GET", url + "/report.pdf", headers=h)
     assert status == 200 and "false alarm" in pdf_text(body)
 
@@ -513,7 +522,7 @@ async def test_delete_ends_a_present_bot(srv):
                                   headers=bearer(srv.token(iid, "interviewer")))
         assert status == 200
         await asyncio.wait_for(interviewer.disconnected.wait(), 5)
-    assert not srv.bots.is_present(iid) and srv.bots.sessions == {}
+    assert not srv.bots.running(iid) and srv.bots.sessions == {}
     assert srv.app.application[api.HUB].rooms.participants(iid) == []
     assert await srv.store.get_interview(iid) is None
 
@@ -567,6 +576,8 @@ async def test_concurrent_creates(srv):
 
 
 async def test_serve_runs_until_sigint_and_stops_cleanly(tmp_path, mongo_server):
+    """The first start (no key stored, none in the environment) makes an operator key and prints the start
+    page's link with it; that key creates interviews."""
     import os
     import signal
     import sys
@@ -577,30 +588,48 @@ async def test_serve_runs_until_sigint_and_stops_cleanly(tmp_path, mongo_server)
     port = free_port()
     env = {**os.environ, "MONGODB_URI": mongo_server.uri, "PROCTOR_DATA_DIR": str(tmp_path),
            "PROCTOR_SECRET_KEY": "run-test-secret", "PROCTOR_MODELS_DIR": str(MODELS)}
+    env.pop("PROCTOR_API_KEY", None)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port), cwd=str(REPO),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        status, data = 0, None
+        assert proc.stdout is not None
+        seen: list[bytes] = []
+        link = None
         deadline = time.monotonic() + 90  # imports and model checks: seconds, more on a busy machine
-        while time.monotonic() < deadline and proc.returncode is None:
-            try:
-                status, data, _ = await http("GET", url + "/healthz")
-                break
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.1)
+        while link is None and time.monotonic() < deadline:
+            line = await asyncio.wait_for(proc.stdout.readline(), max(0.1, deadline - time.monotonic()))
+            assert line, b"".join(seen).decode()[-2000:]  # exited before printing the link
+            seen.append(line)
+            if b"#key=" in line:
+                link = line.decode().strip()
+        assert link is not None and link.startswith(f"{url}/#key=pk_"), link
+        key = link.split("#key=", 1)[1]
+        status, data, _ = await http("GET", url + "/healthz")
         assert status == 200 and data == {"ok": True}
         status, data, _ = await http("POST", url + "/api/interviews",
+                                     json={"candidate_name": "Run", "interviewer_email": "run@example.com"})
+        assert status == 401
+        status, data, _ = await http("POST", url + "/api/interviews", headers=bearer(key),
                                      json={"candidate_name": "Run", "interviewer_email": "run@example.com"})
         assert status == 201 and data["candidate_url"].startswith(f"{url}/interview/{data['id']}?token=")
         status, data, _ = await http("POST", f"{url}/api/interviews/{data['id']}/bot",
                                      headers=bearer(token_of(data["interviewer_url"])))
-        assert status == 202 and data == {"status": "invited"}  # the bot joins, as with ./scripts/run
+        assert status == 202 and data == {"status": "invited"}  # a worker took the call
+        assert proc.stdout is not None
+        lines: list[bytes] = []
+        while not any(b"bot joined" in line for line in lines):  # its own process joins the call
+            line = await asyncio.wait_for(proc.stdout.readline(), 60)
+            assert line, b"".join(lines).decode()[-2000:]
+            lines.append(line)
         proc.send_signal(signal.SIGINT)
-        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        rest, _ = await asyncio.wait_for(proc.communicate(), 30)
+        out = b"".join(seen) + b"".join(lines) + rest
         assert proc.returncode == 0, out.decode()[-2000:]
         assert b"bot left interview" in out and b"shutting down" in out and b"Traceback" not in out
+        assert b"ended: stopped" in out  # the call's process was stopped, not killed
+        assert out.count(key.encode()) == 1  # printed once, never logged
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.paths import MEDIA, REPO
+from tests.support.paths import MEDIA
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -30,8 +30,6 @@ FFMPEG = shutil.which("ffmpeg")
 if not CHROMIUM or not CHROMEDRIVER or not FFMPEG:
     pytest.skip("needs Debian's chromium, chromium-driver and ffmpeg (./scripts/setup --test)",
                 allow_module_level=True)
-if not (REPO / "signaling/web/node_modules/socket.io-client/dist/socket.io.min.js").is_file():
-    pytest.skip("socket.io-client is not installed: npm ci --prefix signaling/web", allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
@@ -64,9 +62,12 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     async def _start(self) -> None:
-        self._running = running(self.settings)
+        # the bot in this process, so the test can read its session's figures (the fleet's processes: test_fleet);
+        # the first operator key made as by `proctor serve`
+        self._running = running(self.settings, bots="inprocess", first_key=True)
         app = await self._running.__aenter__()
         self.store, self.bots = app.store, app.bots
+        self.key, self.start_link = app.first_key, app.start_link
 
     async def _stop(self) -> None:
         await self._running.__aexit__(None, None, None)
@@ -136,7 +137,7 @@ def alerts(driver, kind: str, change: str = "opened") -> list[dict]:
 
 
 def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(server, browsers, camera, tmp_path):
-    status, iv = server.api("POST", "/api/interviews", body={"candidate_name": "Chloé Chromium",
+    status, iv = server.api("POST", "/api/interviews", server.key, body={"candidate_name": "Chloé Chromium",
                                                              "interviewer_email": "ivan@example.com"})
     assert status in (200, 201), iv
     iid = iv["id"]
@@ -161,6 +162,10 @@ def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(serve
     wait(cand, lambda d: d.find_element(By.ID, "bot-indicator").get_attribute("data-present") == "true",
          what="bot indicator on the candidate's page")
     wait(intv, lambda d: alerts(d, "face_missing"), timeout=45, what="face_missing alert")
+    # the bot's heartbeat on the interviewer's page: what it is doing, at what rate
+    wait(intv, lambda d: d.find_element(By.ID, "bot-indicator").get_attribute("data-state") == "analysing",
+         what="the bot's state on the interviewer's page")
+    assert "faces/s" in intv.find_element(By.ID, "bot-indicator").text
 
     # the alert's path, frame taken by the bot -> the interviewer's page (same clock)
     session = server.bots.sessions[iid]
@@ -171,6 +176,17 @@ def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(serve
     assert got and max(got) < 1.0
     print(f"\nbrowser alert latency (frame taken -> interviewer page): median {statistics.median(got) * 1000:.0f} ms, "
           f"max {max(got) * 1000:.0f} ms, n={len(got)}; bot analysed {session.stats.fps():.1f} frames/s")
+
+    # the candidate's browser sends the bot only what it samples (faces at 5/s: 8 frames/s at most)
+    sent = cand.execute_script("return window.proctorDebug.botSendParameters")
+    assert sent and sent["maxFramerate"] == 8, sent
+    video = session.peer.video
+    n0, t0 = video.frames_received, time.monotonic()
+    time.sleep(4)
+    received = (video.frames_received - n0) / (time.monotonic() - t0)
+    print(f"frames the bot received from Chromium: {received:.1f}/s (camera 15/s, maxFramerate 8); "
+          f"analysed {session.stats.fps():.1f}/s")
+    assert 4.0 <= received <= 9.5
 
     token = iv["interviewer_url"].split("token=")[1].split("&")[0]
 
@@ -216,7 +232,7 @@ def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(serve
     wait(intv, lambda d: d.find_element(By.ID, "end-confirm").is_displayed(), what="end dialog")
     intv.find_element(By.ID, "end-confirm").click()
     wait(intv, lambda d: d.execute_script("return document.body.dataset.state") == "ended", what="ended")
-    assert not server.bots.is_present(iid)
+    assert not server.bots.running(iid)
     outbox = server.settings.outbox
     mails = list(outbox.glob("*.eml"))
     assert len(mails) == 1 and b"application/pdf" in mails[0].read_bytes()
@@ -224,7 +240,7 @@ def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(serve
 
 def test_capacity_refusal_is_shown_to_the_interviewer(server, browsers):
     server.bots.max_calls = 0
-    status, iv = server.api("POST", "/api/interviews", body={"candidate_name": "Full House",
+    status, iv = server.api("POST", "/api/interviews", server.key, body={"candidate_name": "Full House",
                                                              "interviewer_email": "ivan@example.com"})
     assert status in (200, 201)
     intv = browsers()
@@ -236,13 +252,26 @@ def test_capacity_refusal_is_shown_to_the_interviewer(server, browsers):
     text = wait(intv, lambda d: d.execute_script(
         "const t = document.querySelector('.toast-error'); return t && t.textContent.trim()"), what="error toast")
     assert "capacity" in text.lower() or "PROCTOR_MAX_BOTS" in text
-    assert not server.bots.is_present(iv["id"])
+    assert not server.bots.running(iv["id"])
 
 
 def test_start_page_creates_an_interview_and_hands_out_both_links(server, browsers):
     page = browsers()
-    page.get(server.settings.base_url + "/")
+    page.get(server.start_link)  # the link `proctor serve` prints at its first start: the key in the fragment
+    assert server.start_link.startswith(server.settings.base_url + "/#key=pk_")
+    key_field = page.find_element(By.NAME, "operator_key")
+    assert key_field.get_attribute("value") == server.key
+    assert page.execute_script("return location.href") == server.settings.base_url + "/"  # out of the bar
+    key_field.clear()
+    key_field.send_keys("pk_not_a_real_key")
     page.find_element(By.NAME, "candidate_name").send_keys("Ana Start")
+    page.find_element(By.NAME, "interviewer_email").send_keys("ana.lead@example.com")
+    page.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    error = wait(page, lambda d: d.find_element(By.ID, "error").text, what="key error")
+    assert "Operator key" in error and "invalid" in error
+    key_field.clear()
+    key_field.send_keys(server.key)
+    page.find_element(By.NAME, "interviewer_email").clear()
     page.find_element(By.NAME, "interviewer_email").send_keys("not-an-email")
     page.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     assert page.execute_script("return document.body.dataset.state") == "idle"  # the browser's own check
@@ -266,6 +295,8 @@ def test_start_page_creates_an_interview_and_hands_out_both_links(server, browse
     page.get(interviewer_url)
     wait(page, lambda d: d.execute_script("return document.body.dataset.state") in ("connected", "in-call"),
          what="interviewer page connected")
+    page.get(server.settings.base_url + "/")  # the browser kept the key
+    assert page.find_element(By.NAME, "operator_key").get_attribute("value") == server.key
 
 
 def test_monitor_page_follows_a_call_held_in_janus(server, browsers, tmp_path):
@@ -282,7 +313,7 @@ def test_monitor_page_follows_a_call_held_in_janus(server, browsers, tmp_path):
                                video=MEDIA / "video/one-by-one-person-detection.mp4")
     try:
         server.call(candidate.start())
-        status, iv = server.api("POST", "/api/interviews", body={
+        status, iv = server.api("POST", "/api/interviews", server.key, body={
             "candidate_name": "Jana Janus", "interviewer_email": "ivan@example.com",
             "room": {"kind": "janus", "url": janus.url, "room": ROOM, "pin": PIN, "candidate": "Jana Janus"}})
         assert status == 201 and "/monitor?token=" in iv["monitor_url"], iv
@@ -311,7 +342,7 @@ def test_monitor_page_follows_a_call_held_in_janus(server, browsers, tmp_path):
         wait(page, lambda d: d.find_element(By.ID, "end-confirm").is_displayed(), what="end dialog")
         page.find_element(By.ID, "end-confirm").click()
         wait(page, lambda d: d.execute_script("return document.body.dataset.state") == "ended", what="ended")
-        assert not server.bots.is_present(iv["id"])
+        assert not server.bots.running(iv["id"])
     finally:
         server.call(candidate.stop())
         janus.stop()

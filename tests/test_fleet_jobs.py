@@ -23,7 +23,7 @@ from tests.support.redis_server import RedisServer
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "tests.support.fleet_jobs:run"
-FAST = FleetSettings(call_timeout=3, max_calls=4, worker_timeout=2, stop_timeout=3, heartbeat_interval=0.2,
+FAST = FleetSettings(load_scope="worker", call_timeout=3, max_calls=4, worker_timeout=2, stop_timeout=3, heartbeat_interval=0.2,
                      restart_delay=0.05)
 WORKER_TIMEOUT = 3  # s, for the worker processes (PROCTOR_WORKER_TIMEOUT)
 

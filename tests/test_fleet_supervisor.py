@@ -102,19 +102,32 @@ async def test_done_and_stop_timeout_and_takeover_attempt(tmp_path: Path) -> Non
 
 async def test_admission_by_count_and_measured_load(tmp_path: Path) -> None:
     log, ends = tmp_path / "log", Ends()
-    settings = FleetSettings(**{**FAST.__dict__, "max_calls": 2, "load_threshold": 0.15})
+    # the worker's own processes: the machine's other load (other tests) must not decide this test
+    settings = FleetSettings(**{**FAST.__dict__, "max_calls": 2, "load_threshold": 0.15, "load_scope": "worker"})
     async with Supervisor(TARGET, settings, on_end=ends.on_end, tick=0.2, load_window=3) as sup:
         await asyncio.sleep(0.5)
         assert sup.can_take(), sup.load()
         sup.start_call(Job("b1", {"log": str(log), "plan": ["burn"]}))  # one core spinning
         load = await until(lambda: (not sup.can_take()) and sup.load(), what="the load to rise")
         assert load["cpu"] >= 0.15 and load["calls"] == 1 and load["rss_mb"] > 20
+        assert load["machine_cpu"] >= load["cpu"] * sup.cores / os.cpu_count() * 0.5  # the machine sees it too
         sup.start_call(Job("r1", {"log": str(log)}))  # the caller may still force one in, up to max_calls
         with pytest.raises(SupervisorFull):
             sup.start_call(Job("r2", {"log": str(log)}))
         await sup.stop_call("b1", timeout=1)
         await until(sup.can_take, what="the load to fall")
     assert sorted(ends.ended) == [("b1", "stopped"), ("r1", "stopped")]
+
+
+async def test_a_call_behind_its_pace_stops_admission(tmp_path: Path) -> None:
+    log, ends = tmp_path / "log", Ends()
+    settings = FleetSettings(**{**FAST.__dict__, "load_threshold": 5.0})  # only the pace decides here
+    async with Supervisor(TARGET, settings, on_end=ends.on_end, tick=0.2) as sup:
+        sup.start_call(Job("slow", {"log": str(log), "plan": ["behind"]}))
+        load = await until(lambda: (not sup.can_take()) and sup.load(), what="the call to report it is behind")
+        assert load["behind"] == 1 and sup.calls_behind() == ["slow"]
+        await sup.stop_call("slow", timeout=1)
+        assert sup.can_take()
 
 
 WORKER = """

@@ -102,7 +102,7 @@ async def test_no_face_reaches_the_interviewer_only_then_the_report_is_mailed(li
 
         status, body = await call.api("POST", "/end")
         assert status == 200, body
-        assert not call.bots.is_present(call.iid)
+        assert not call.bots.running(call.iid)
         iid = call.iid
 
     assert await wait_for(lambda: smtp_server.messages, 10)
@@ -190,3 +190,50 @@ async def test_the_database_going_away_mid_call_loses_nothing(live_settings, sto
         assert len(ids) == len(set(ids))  # written once each
         assert sent <= set(ids)  # every alerted event is in the database
         assert {"face_missing", "tab_hidden"} <= {d["type"] for d in in_db}
+
+
+def test_a_call_behind_its_face_rate_defers_objects_first():
+    """`Pace`: faces at 5/s over the window keep the call on pace; fewer make it behind (objects deferred)."""
+    from bot.live.call import BEHIND_WINDOW, Pace
+
+    pace = Pace(face_fps=5.0)
+    t0 = pace.started + 2 * BEHIND_WINDOW  # past the warm-up
+    assert not pace.behind(pace.started + 1.0)  # never judged while warming up
+    for i in range(int(5 * BEHIND_WINDOW)):
+        pace.face_sampled(t0 - BEHIND_WINDOW + i / 5)
+    assert not pace.behind(t0)
+    for i in range(int(2 * BEHIND_WINDOW)):  # 2 faces/s for the last window
+        pace.face_sampled(t0 + 0.5 + i / 2)
+    assert pace.behind(t0 + BEHIND_WINDOW + 0.5)
+
+
+async def test_a_detector_failure_is_logged_the_models_reloaded_and_the_call_goes_on(caplog):
+    """A frame the real detectors cannot take (an empty image: OpenCV raises) is logged with the interview and
+    the media time, the models are reloaded, and the next frame is analysed as before."""
+    import logging
+
+    import numpy as np
+
+    from bot.analysis.frames import VideoFrame
+    from bot.analysis.pipeline import Analyzer, Detectors
+    from bot.live.call import CallSession
+    from tests.support.paths import shared_models
+    from tests.support.scenario import read_clip
+
+    models = shared_models()
+    session = CallSession({"id": "iv-detector-failure"}, "no-token", "http://127.0.0.1:9", models, threads=1)
+    session._analyzer = Analyzer(session.policy, Detectors.load(session.policy, models, threads=1))
+    first = session._analyzer.detectors
+    good = read_clip(MEDIA / "video/student.mkv")[0]
+    everything = frozenset({"faces", "objects", "camera"})
+    try:
+        with caplog.at_level(logging.ERROR, logger="bot.live.call"):
+            assert session._step(VideoFrame(t=12.5, image=np.zeros((0, 0, 3), np.uint8)), everything, [], []) == []
+        assert session.stats.detector_errors == 1 and session._analyzer.detectors is not first
+        assert any("iv-detector-failure" in r.getMessage() and "12.5 s" in r.getMessage() for r in caplog.records)
+        for i in range(3):
+            session._step(VideoFrame(t=13.0 + i * 0.2, image=good), everything, [], [])
+        assert session.stats.frames_analysed == 4 and session.stats.detector_errors == 1
+        assert session._analyzer.rules is not None and session._analyzer.samples == 4
+    finally:
+        session._analyzer.detectors.close()

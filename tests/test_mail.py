@@ -41,6 +41,7 @@ async def test_delivers_pdf_to_smtp_server(mail_settings: Settings, smtp_server:
                                          [("report.pdf", pdf, "application/pdf")])
     assert result.delivered and result.method == "smtp" and result.attempts == 1
     assert result.path is None and "delivered" in result.describe()
+    assert result.public() == {"delivered": "smtp", "to": ["lead@example.org"]}
     assert len(smtp_server.messages) == 1
     msg = smtp_server.messages[0]
     assert msg["Subject"] == "Proctoring report: Ada"
@@ -92,6 +93,8 @@ async def test_smtp_down_retries_then_outbox(mail_settings: Settings, caplog: py
     elapsed = time.perf_counter() - t0
     assert not result.delivered and result.method == "outbox" and result.attempts == 3
     assert result.error and "SMTP failed after 3 attempts" in result.describe()
+    assert result.public()["delivered"] == "outbox" and result.public()["smtp_failed"] is True
+    assert str(result.path) not in str(result.public()) and result.error not in str(result.public())
     assert elapsed >= 0.05 + 0.1  # backoff: 0.05 then 0.1
     retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
     assert len(retries) == 2

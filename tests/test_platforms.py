@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ class Monitor:
 
 
 async def create_and_watch(srv: Served, room: dict[str, Any]) -> Monitor:
-    status, created, _ = await http("POST", srv.url + "/api/interviews", json={
+    status, created, _ = await http("POST", srv.url + "/api/interviews", headers=srv.operator, json={
         "candidate_name": CANDIDATE, "interviewer_email": "iris@example.com", "room": room})
     assert status == 201, created
     monitor = Monitor(srv, created)
@@ -125,7 +126,7 @@ async def test_the_bot_joins_a_janus_room_alerts_the_interviewer_and_follows_a_r
 
         status, body = await monitor.api("POST", "/end")
         assert status == 200, body
-        assert not srv.bots.is_present(monitor.iid)
+        assert not srv.bots.running(monitor.iid)
         assert await wait_for_async(lambda: bot_gone(janus), 10)
     finally:
         await monitor.listener.sio.disconnect()
@@ -167,12 +168,42 @@ async def test_the_bot_plays_a_whep_stream_alerts_the_interviewer_and_follows_a_
     assert BEARER not in "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("pymongo"))
 
 
+async def test_in_the_fleet_the_call_process_plays_the_room_with_its_stored_secret(settings: Any, store: Any) -> None:
+    """`proctor serve`'s default: the call runs in a child process of the local worker, from the job's interview
+    (the room and its bearer token included); face_missing from the WHEP stream reaches the interviewer."""
+    from dataclasses import replace
+
+    from bot.fleet import FleetSettings
+
+    fleet = replace(FleetSettings.from_env(), load_threshold=0.99, load_scope="worker")  # a busy machine admits it
+    endpoint = WhepEndpoint(EMPTY_ROOM, ENGLISH_AUDIO, bearer=BEARER)
+    await endpoint.start()
+    try:
+        async with served(settings, store, bots="fleet", reports=True, fleet=fleet) as srv:
+            assert srv.worker is not None
+            monitor = await create_and_watch(srv, {"kind": "whep", "url": endpoint.url, "bearer": BEARER})
+            try:
+                status, body = await monitor.api("POST", "/bot")
+                assert status == 202, body
+                assert await wait_for(lambda: monitor.listener.opened("face_missing"), 60), monitor.listener.alerts
+                call = srv.worker.supervisor.calls()[monitor.iid]
+                assert call.pid is not None and call.pid != os.getpid()
+                assert endpoint.posts >= 1 and endpoint.sessions  # the child process holds the WHEP session
+                status, body = await monitor.api("POST", "/end")
+                assert status == 200, body
+                assert await wait_for(lambda: endpoint.deletes, 10)
+            finally:
+                await monitor.listener.sio.disconnect()
+    finally:
+        await endpoint.stop()
+
+
 async def test_an_unreachable_room_is_a_502_and_no_bot(srv: Served) -> None:
     monitor = await create_and_watch(srv, {"kind": "whep", "url": "http://127.0.0.1:9/whep/nobody"})
     try:
         status, body = await monitor.api("POST", "/bot")
         assert status == 502 and body["error"].startswith("the bot could not join the whep call"), body
-        assert srv.bots is not None and not srv.bots.is_present(monitor.iid)
+        assert srv.bots is not None and not srv.bots.running(monitor.iid)
     finally:
         await monitor.listener.sio.disconnect()
 

@@ -59,6 +59,10 @@ def live_interview(name: str = NAME) -> dict:
         "started_at": "2025-03-04T14:00:00+00:00",
         "ended_at": datetime(2025, 3, 4, 14, 20, tzinfo=timezone.utc),  # the store may hand back datetimes
         "policy": {"rules": {"looking_away": {"dwell": 4.0}}},
+        # the bot joined 5 s in and analysed the rest (its heartbeats, as the server keeps them)
+        "bot_first_at": 5.0,
+        "bot_coverage": {"a1": {"samples": {"faces": 5 * 1195, "objects": 1195, "camera": 2 * 1195},
+                                "audio_seconds": 1195.0, "since": 5.0}},
     }
 
 
@@ -201,7 +205,10 @@ def test_csv_rows():
     text = build_csv(ReportData(interview=live_interview(), events=events))
     rows = list(csv.DictReader(io.StringIO(text)))
     assert list(rows[0]) == ["id", "type", "start", "end", "duration", "confidence", "review", "detail"]
-    assert [r["id"] for r in rows] == [e.id for e in events]
+    assert [r["id"] for r in rows if r["type"] != "not_analysed"] == [e.id for e in events]
+    gaps = [r for r in rows if r["type"] == "not_analysed"]  # what was not watched, as rows of their own
+    assert len(gaps) == 1 and float(gaps[0]["end"]) == 5.0 and json.loads(gaps[0]["detail"]) == {
+        "reason": "bot not invited yet"}
     phone = rows[1]
     assert phone["type"] == "suspicious_object" and float(phone["duration"]) == 36.0
     assert json.loads(phone["detail"]) == {"label": "cell phone", "confidence": 0.81}
@@ -213,7 +220,7 @@ def test_json_document():
     doc = build_json(ReportData(interview=live_interview(), events=events, audit=audit_log(events)))
     text = json.dumps(doc)  # JSON-ready: datetimes turned into ISO strings, no bytes
     assert "snapshot" not in text
-    assert set(doc) == {"interview", "events", "score", "audit"}
+    assert set(doc) == {"interview", "events", "score", "coverage", "audit"}
     assert doc["interview"]["ended_at"] == "2025-03-04T14:20:00+00:00"
     assert set(doc["score"]) == {"value", "risk", "needs_review", "by_type"}
     assert doc["score"]["by_type"]["suspicious_object"]["count"] == 1
@@ -230,3 +237,37 @@ def test_changing_weights_changes_the_report_score():
     heavier = ReportData(interview=iv, events=events)
     assert base.score is not None and heavier.score is not None
     assert heavier.score.value < base.score.value
+
+
+def test_coverage_says_how_much_was_watched_and_a_mostly_unwatched_interview_is_not_low_risk():
+    """The bot watched 41% of a 20 min call (it came 8 min late, then a restart cost 3 min): the score card
+    says so, the gaps are on the timeline and in JSON, and the risk is not "low" although no event fired."""
+    interview = {**live_interview(), "bot_first_at": 480.0,
+                 "bot_gaps": [{"from": 700.0, "to": 880.0, "reason": "bot restarting"}],
+                 "bot_coverage": {"a1": {"samples": {"faces": 5 * 220, "objects": 220, "camera": 440},
+                                         "audio_seconds": 220.0, "since": 480.0},
+                                  "b2": {"samples": {"faces": 5 * 272, "objects": 272, "camera": 544},
+                                         "audio_seconds": 272.0, "since": 880.0}}}
+    data = ReportData(interview=interview, events=[])
+    assert data.coverage is not None and round(data.coverage.share * 100) == 41
+    assert data.score is not None and data.score.value == 100.0
+    assert data.score.risk == "medium" and data.score.needs_review  # not "low": mostly unwatched
+    doc = build_json(data)
+    assert doc["coverage"]["analysed_seconds"]["faces"] == 492.0
+    assert [(g["reason"], g["start"], g["end"]) for g in doc["coverage"]["gaps"]] == [
+        ("bot not invited yet", 0.0, 480.0), ("bot restarting", 700.0, 880.0)]
+    text = pdf_text(build_pdf(data))
+    assert "Analysed 41% of the call" in text and "coverage low" in text
+    assert "Not analysed" in text and "bot restarting" in text
+
+    watched = ReportData(interview=live_interview(), events=[])
+    assert watched.score is not None and watched.score.risk == "low" and not watched.coverage.low
+    assert "Analysed 100% of the call" in pdf_text(build_pdf(watched))
+
+
+def test_json_never_shows_an_old_delivery_line_with_a_server_path():
+    old = {**live_interview(), "report_delivery": "written to /srv/proctor/outbox/20260101-report.eml"}
+    assert "report_delivery" not in build_json(ReportData(interview=old, events=[]))["interview"]
+    new = {**live_interview(), "report_delivery": {"delivered": "outbox", "to": ["iris@example.com"]}}
+    assert build_json(ReportData(interview=new, events=[]))["interview"]["report_delivery"] == {
+        "delivered": "outbox", "to": ["iris@example.com"]}

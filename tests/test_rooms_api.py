@@ -26,7 +26,7 @@ async def srv(settings, store):
 
 
 async def create(srv, room, *, status: int = 201) -> dict:
-    got, data, _ = await http("POST", srv.url + "/api/interviews", json={
+    got, data, _ = await http("POST", srv.url + "/api/interviews", headers=srv.operator, json={
         "candidate_name": "Alice", "interviewer_email": "iris@example.com", "room": room})
     assert got == status, data
     return data
@@ -105,7 +105,7 @@ async def test_the_interviewer_of_a_room_interview_gets_the_monitor(srv) -> None
 
 
 async def test_no_room_is_the_built_in_call_as_before(srv) -> None:
-    status, created, _ = await http("POST", srv.url + "/api/interviews", json={
+    status, created, _ = await http("POST", srv.url + "/api/interviews", headers=srv.operator, json={
         "candidate_name": "Cory", "interviewer_email": "iris@example.com"})
     assert status == 201
     assert created["candidate_url"].startswith(f"{srv.url}/interview/{created['id']}?token=")

@@ -279,7 +279,7 @@ async def test_after_end_candidate_and_bot_cannot_join(srv):
         bye = await interviewer.until("chat", lambda m: m["from_role"] == "bot")
         assert bye["text"] == "Proctoring bot left"
         await interviewer.until("participants", lambda d: roles(d) == ["candidate", "interviewer"], timeout=10)
-        assert not srv.bots.is_present(iid) and srv.bots.sessions == {}
+        assert not srv.bots.running(iid) and srv.bots.sessions == {}
     # and the report went to the interviewer
     (mail,) = outbox_mails(srv.settings)
     (attachment,) = mail.iter_attachments()
@@ -432,3 +432,34 @@ async def test_socket_gone_while_connecting_leaves_no_ghost(settings, store):
             p = await join(made, srv, iid, "candidate")
             got = await p.until("participants", lambda d: len(d["participants"]) == 1)
             assert got["participants"][0]["sid"] == p.sid
+
+
+async def test_the_bots_heartbeat_reaches_the_interviewer_and_its_coverage_is_kept(srv):
+    """bot_state: relayed to the interviewer's page as bot_status, never to the candidate; what the bot analysed
+    is kept per bot instance for the report's coverage; the first bot's arrival time is the end of the
+    "not invited yet" gap; a malformed heartbeat is an error naming the field."""
+    iid = await srv.interview()
+    async with peers() as made:
+        interviewer = await join(made, srv, iid, "interviewer")
+        candidate = await join(made, srv, iid, "candidate")
+        bot = Peer()
+        made.append(bot)
+        await bot.connect(srv.url, srv.token(iid, "bot"), auth_extra={"instance": "inst-1"})
+        state = {"state": "analysing", "face_fps": 4.8, "samples": {"faces": 240, "objects": 48, "camera": 96},
+                 "audio_seconds": 48.0, "since": 3.0}
+        await bot.sio.emit("bot_state", state)
+        got = await interviewer.next("bot_status", 3)
+        assert got["state"] == "analysing" and got["face_fps"] == 4.8
+        assert await candidate.nothing("bot_status", within=0.3)
+
+        async def kept():
+            iv = await srv.store.get_interview(iid)
+            return iv if iv and (iv.get("bot_coverage") or {}).get("inst-1") else None
+        stored = await wait_for(kept)
+        assert stored["bot_coverage"]["inst-1"]["samples"]["faces"] == 240 and stored["bot_first_at"] >= 0
+
+        await bot.sio.emit("bot_state", {**state, "samples": {"faces": -1}})
+        err = await bot.next("error")
+        assert err["for"] == "bot_state" and "bot_state.samples.faces" in err["error"]
+        await candidate.sio.emit("bot_state", state)
+        assert (await candidate.next("error"))["error"] == "only the bot may send bot_state"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +42,10 @@ class Analysis:
 
 def analyze_file(video: str | Path, *, models: ModelPaths | None = None, audio: str | Path | None = None,
                  policy: Policy | None = None, detectors: Detectors | None = None,
-                 progress: bool | None = None) -> Analysis:
+                 progress: bool | None = None, on_progress: Callable[[float], None] | None = None) -> Analysis:
     """Run the detectors and rules over a recording (`detectors` given, or loaded from `models` and closed
-    at the end). MediaError on bad input."""
+    at the end). `progress`: a progress bar on stderr; `on_progress(t)`: called with the media time reached
+    (`proctor analyze` over many files sums them in one bar). MediaError on bad input."""
     policy = policy or Policy()
     info = probe(video)
     own = detectors is None
@@ -68,6 +70,8 @@ def analyze_file(video: str | Path, *, models: ModelPaths | None = None, audio: 
     def on_frame(t: float) -> None:
         if bar.total is None or t <= bar.total:
             bar.update(t - bar.n)
+        if on_progress is not None:
+            on_progress(t)
 
     started = time.perf_counter()
     pending: deque[Future] = deque()

@@ -44,6 +44,12 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     return value
 
 
+def _scope(value: str) -> str:
+    if value not in ("machine", "worker"):
+        raise ValueError(f"PROCTOR_LOAD_SCOPE must be machine or worker, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class FleetSettings:
     """Limits of a worker and of its calls. Tests pass short values; ``from_env`` reads production's."""
@@ -51,6 +57,8 @@ class FleetSettings:
     call_timeout: float = 10.0  # s without a heartbeat from a call's child: hung, killed and restarted
     call_memory_mb: float = 2048.0  # RSS of a call's child (and its children) above which it is restarted
     load_threshold: float = 0.7  # share of the machine's cores; no new call at or above it
+    load_scope: str = "worker"  # what the threshold measures: "worker" (the worker's own processes: a dedicated
+    # worker host) or "machine" (the busier of the whole machine and the worker: a host shared with other work)
     max_calls: int = 4  # calls of one worker at once
     worker_timeout: float = 10.0  # s without a worker heartbeat before another worker takes its jobs
     max_restarts: int = 3  # restarts of one call's child before the call is given up (on_failed)
@@ -60,7 +68,7 @@ class FleetSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FleetSettings:
-        """``PROCTOR_CALL_TIMEOUT``, ``PROCTOR_CALL_MEMORY_MB``, ``PROCTOR_LOAD_THRESHOLD``,
+        """``PROCTOR_CALL_TIMEOUT``, ``PROCTOR_CALL_MEMORY_MB``, ``PROCTOR_LOAD_THRESHOLD``, ``PROCTOR_LOAD_SCOPE``,
         ``PROCTOR_MAX_BOTS``, ``PROCTOR_WORKER_TIMEOUT``; an unset or empty variable keeps the default.
         Raises ``ValueError`` naming the variable when one is not a valid number."""
         env = os.environ if env is None else env
@@ -69,6 +77,7 @@ class FleetSettings:
             call_timeout=_number(env, "PROCTOR_CALL_TIMEOUT", d.call_timeout, minimum=0.1),
             call_memory_mb=_number(env, "PROCTOR_CALL_MEMORY_MB", d.call_memory_mb, minimum=1),
             load_threshold=_number(env, "PROCTOR_LOAD_THRESHOLD", d.load_threshold, minimum=0.01),
+            load_scope=_scope(env.get("PROCTOR_LOAD_SCOPE", "") or d.load_scope),
             max_calls=int(_number(env, "PROCTOR_MAX_BOTS", d.max_calls, minimum=1)),
             worker_timeout=_number(env, "PROCTOR_WORKER_TIMEOUT", d.worker_timeout, minimum=0.5),
         )

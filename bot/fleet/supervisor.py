@@ -64,8 +64,10 @@ class CallControl:
     """What a call's target gets beside its job, in the child: which attempt this is, why the previous one
     ended, a small ``stats`` dict it may update (sent with each heartbeat), and the stop request."""
 
-    def __init__(self, job: Job, attempt: int, previous_end: str | None) -> None:
+    def __init__(self, job: Job, attempt: int, previous_end: str | None,
+                 context: dict[str, Any] | None = None) -> None:
         self.job = job
+        self.context = context or {}  # the worker's own settings for its calls (plain values)
         self.attempt = attempt  # 1 for the first child of this call on this worker
         self.previous_end = previous_end  # None, a failure reason, or WORKER_LOST after a takeover
         self.stats: dict[str, Any] = {}
@@ -94,7 +96,7 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def _child_main(target: str, job: Job, conn: Connection, attempt: int, previous_end: str | None,
-                interval: float, parent_pid: int) -> None:
+                interval: float, parent_pid: int, context: dict[str, Any] | None = None) -> None:
     """Entry point of a call's child process (spawn). An exception from the target exits with code 1.
 
     SIGINT and SIGTERM are ignored: a Ctrl-C or a service manager signalling the whole process group
@@ -102,7 +104,7 @@ def _child_main(target: str, job: Job, conn: Connection, attempt: int, previous_
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    asyncio.run(_child_run(target, CallControl(job, attempt, previous_end), conn, interval))
+    asyncio.run(_child_run(target, CallControl(job, attempt, previous_end, context), conn, interval))
 
 
 def _import_target(spec: str) -> Callable[[Job, CallControl], Awaitable[None]]:
@@ -222,6 +224,35 @@ class _TreeCpu:
         return sum(self._shares) / len(self._shares) if self._shares else 0.0
 
 
+class _MachineCpu:
+    """Busy share of all the machine's CPUs (``/proc/stat``), averaged over the last few samples: what the
+    calls of this worker would have to share with everything else running there."""
+
+    def __init__(self, window: int) -> None:
+        self._last: tuple[int, int] | None = None
+        self._shares: deque[float] = deque(maxlen=window)
+
+    @staticmethod
+    def _read() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat", "rb") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+        return total - fields[3] - (fields[4] if len(fields) > 4 else 0), total
+
+    def sample(self) -> None:
+        now = self._read()
+        if now is not None and self._last is not None and now[1] > self._last[1]:
+            self._shares.append((now[0] - self._last[0]) / (now[1] - self._last[1]))
+        self._last = now or self._last
+
+    @property
+    def share(self) -> float:
+        return sum(self._shares) / len(self._shares) if self._shares else 0.0
+
+
 # --- the supervisor's side ----------------------------------------------------------------------------
 
 
@@ -241,12 +272,12 @@ class _Child:
     """One child process of a call, watched from the event loop: its heartbeats and its exit."""
 
     def __init__(self, ctx: Any, target: str, job: Job, attempt: int, previous_end: str | None,
-                 interval: float) -> None:
+                 interval: float, context: dict[str, Any] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         self.process = ctx.Process(
             target=_child_main, name=f"proctor-call-{job.id}",
-            args=(target, job, child_conn, attempt, previous_end, interval, os.getpid()))
+            args=(target, job, child_conn, attempt, previous_end, interval, os.getpid(), context))
         try:
             self.process.start()
         except BaseException:
@@ -340,8 +371,8 @@ class _Call:
             while not self.stopping.is_set():
                 self.attempt += 1
                 try:
-                    self.child = _Child(self.sup.context, self.sup.target, self.job, self.attempt,
-                                        self.previous_end, s.heartbeat_interval)
+                    self.child = _Child(self.sup.mp_context, self.sup.target, self.job, self.attempt,
+                                        self.previous_end, s.heartbeat_interval, self.sup.call_context)
                 except OSError as e:  # no process could be made (fork or pipe limits): a failure too
                     self.child = None
                     reason = f"start failed ({e})"
@@ -377,24 +408,28 @@ class Supervisor:
     """Runs each job in a child process of its own and keeps it alive; measures the load of the worker.
 
     ``target``: ``"package.module:function"``, the child's async entry point (see ``CallControl``).
+    ``context``: plain values every child gets as ``CallControl.context`` (the worker's settings for its
+    calls, e.g. where its models are).
     ``on_end(job, outcome)`` once per call (``done``, ``stopped``, ``failed``); ``on_failed(job, reason)``
     before it when the call was given up after ``max_restarts`` restarts. Either may be a coroutine.
     """
 
     def __init__(self, target: str, settings: FleetSettings | None = None, *,
                  on_end: EndCallback | None = None, on_failed: EndCallback | None = None,
-                 tick: float = 0.5, load_window: int = 6) -> None:
+                 tick: float = 0.5, load_window: int = 6, context: dict[str, Any] | None = None) -> None:
         if ":" not in target:
             raise ValueError(f"target must be 'package.module:function', got {target!r}")
         self.target = target
         self.settings = settings or FleetSettings.from_env()
         self.on_end = on_end
         self.on_failed = on_failed
-        self.context = multiprocessing.get_context("spawn")
+        self.mp_context = multiprocessing.get_context("spawn")
+        self.call_context = context  # given to every child as ``CallControl.context`` (picklable values)
         self.cores = len(os.sched_getaffinity(0))
         self._tick = tick
         self._calls: dict[str, _Call] = {}
         self._cpu = _TreeCpu(self.cores, load_window)
+        self._machine = _MachineCpu(load_window)
         self._rss_mb = 0.0
         self._closing = False
         self._watch: asyncio.Task[None] | None = None
@@ -415,14 +450,29 @@ class Supervisor:
     # admission and reporting
 
     def can_take(self) -> bool:
-        """True while not closing, under ``max_calls`` and under ``load_threshold`` of the cores."""
+        """True while not closing, under ``max_calls``, under ``load_threshold`` of the cores, and no running
+        call is behind its pace."""
         return (not self._closing and len(self._calls) < self.settings.max_calls
-                and self._cpu.share < self.settings.load_threshold)
+                and self.cpu_share < self.settings.load_threshold and not self.calls_behind())
+
+    def calls_behind(self) -> list[str]:
+        """Running calls whose target says, with its last heartbeat, that it cannot keep its pace (``"behind"``
+        in its stats): a worker takes no new call before its running ones are served."""
+        return [job_id for job_id, call in self._calls.items() if call.child and call.child.stats.get("behind")]
+
+    @property
+    def cpu_share(self) -> float:
+        """The load admission compares with ``load_threshold``: the worker's own process tree, or with
+        ``load_scope="machine"`` the busier of it and the whole machine."""
+        if self.settings.load_scope == "machine":
+            return max(self._cpu.share, self._machine.share)
+        return self._cpu.share
 
     def load(self) -> dict[str, float | int]:
         """For the worker's heartbeat: CPU share of the cores used by the worker's whole process tree
         (0..1, averaged over the last few seconds), number of calls, RSS of the tree in MiB."""
-        return {"cpu": round(self._cpu.share, 3), "calls": len(self._calls), "rss_mb": round(self._rss_mb, 1)}
+        return {"cpu": round(self._cpu.share, 3), "machine_cpu": round(self._machine.share, 3),
+                "calls": len(self._calls), "behind": len(self.calls_behind()), "rss_mb": round(self._rss_mb, 1)}
 
     def calls(self) -> dict[str, CallInfo]:
         return {job_id: call.info() for job_id, call in self._calls.items()}
@@ -490,6 +540,7 @@ class Supervisor:
         procs = _read_procs()
         tree = _tree(os.getpid(), procs)
         self._cpu.add({pid: procs[pid].cpu_ticks for pid in tree}, now)
+        self._machine.sample()
         self._rss_mb = sum(procs[pid].rss_pages for pid in tree) * _PAGE / _MIB
         s = self.settings
         for call in list(self._calls.values()):

@@ -155,10 +155,12 @@ class Worker:
     long as the process (see ``Supervisor``); ``drain`` and ``stop`` may be called from that loop."""
 
     def __init__(self, source: JobSource, target: str, settings: FleetSettings | None = None, *,
-                 on_failed: EndCallback | None = None, drain_timeout: float | None = None) -> None:
+                 on_failed: EndCallback | None = None, drain_timeout: float | None = None,
+                 context: dict[str, Any] | None = None) -> None:
         self.source = source
         self.settings = settings or FleetSettings.from_env()
-        self.supervisor = Supervisor(target, self.settings, on_end=self._on_end, on_failed=on_failed)
+        self.supervisor = Supervisor(target, self.settings, on_end=self._on_end, on_failed=on_failed,
+                                     context=context)
         self.drain_timeout = drain_timeout
         self._draining = asyncio.Event()
         self._handoff = False  # calls stopped by the worker's own end: released, not acked
@@ -167,6 +169,14 @@ class Worker:
         self._ended: dict[str, str] = {}  # job id -> "ack" | "release": at most the calls that ran
         self._stops: dict[str, asyncio.Task[None]] = {}  # job id -> its stop under way (one per call)
         self._takeover_after = 0.0  # monotonic; after an outage, live workers first refresh their jobs
+        self.task: asyncio.Task[None] | None = None  # set by ``start``
+
+    def start(self) -> asyncio.Task[None]:
+        """Run the loop in a task beside other work (``proctor serve``'s local worker); ``stop`` it, then
+        await ``task``."""
+        if self.task is None:
+            self.task = asyncio.create_task(self.run(), name=f"worker-{self.source.worker_id}")
+        return self.task
 
     @property
     def draining(self) -> bool:
@@ -252,7 +262,9 @@ class Worker:
                 try:
                     await self._flush_ended()
                     if time.monotonic() >= next_beat:
-                        load = {**self.supervisor.load(), "draining": self._draining.is_set()}
+                        calls = {job_id: {"attempt": c.attempt, "pid": c.pid, "rss_mb": round(c.rss_mb, 1), **c.stats}
+                                 for job_id, c in self.supervisor.calls().items()}
+                        load = {**self.supervisor.load(), "draining": self._draining.is_set(), "per_call": calls}
                         self._apply(await self.source.heartbeat(load))
                         next_beat = time.monotonic() + interval
                     if outage:
@@ -276,10 +288,11 @@ class Worker:
 
 
 async def run_worker(source: JobSource, target: str, settings: FleetSettings | None = None, *,
-                     on_failed: EndCallback | None = None, drain_timeout: float | None = None) -> None:
+                     on_failed: EndCallback | None = None, drain_timeout: float | None = None,
+                     context: dict[str, Any] | None = None) -> None:
     """The asyncio main of ``proctor worker``: a ``Worker`` with signal handling. The first SIGTERM or
     SIGINT drains, a second one hands the running calls off to other workers; returns when done."""
-    worker = Worker(source, target, settings, on_failed=on_failed, drain_timeout=drain_timeout)
+    worker = Worker(source, target, settings, on_failed=on_failed, drain_timeout=drain_timeout, context=context)
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
 

@@ -14,6 +14,7 @@ peer still joins this project's signaling server to send the events.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -36,11 +37,54 @@ from bot.ports import CallUnreachable, MediaSource, OpenMedia
 log = logging.getLogger(__name__)
 
 TRACK_REPORT_EVERY = 0.5  # seconds between TrackObservations per track
+BEHIND_WINDOW = 3.0  # s over which the face sampling rate is compared with the policy's
+BEHIND_RATIO = 0.9  # below this share of the face rate the call is behind: objects are deferred first
+OBJECTS_AT_LEAST_EVERY = 3.0  # s: a call that is behind still looks for objects this often
+STATE_EVERY = 2.0  # s between two bot_state heartbeats (the interviewer's page shows "gone" after 10 s without)
+MAX_RELOADS = 5  # detector failures a call survives by reloading the models; past it the call's process restarts
+MAX_HEIGHT = 480  # the detectors need no more (faces at 640x480; YOLO letterboxes to 640)
+
+
+def video_wanted(policy: Policy) -> dict[str, int]:
+    """What the candidate's browser should encode for the bot: a frame rate a little above the highest sampling
+    rate (so the newest frame is never much older than a sampling instant) and at most 480 lines."""
+    rate = Sampler.from_policy(policy.sampling).max_rate
+    return {"maxFramerate": max(2, min(30, math.ceil(rate * 1.5))), "maxHeight": MAX_HEIGHT}
+
+
+class Pace:
+    """Whether the call keeps its face sampling rate: the times of the last face samples over a window.
+
+    When the machine cannot give a call what its policy asks, the call keeps faces and audio and defers the
+    object detector (the costliest, and the one events need least often) to once every few seconds."""
+
+    def __init__(self, face_fps: float) -> None:
+        self.face_fps = face_fps
+        self._faces: deque[float] = deque()
+        self.started = time.monotonic()
+        self.objects_deferred = 0
+
+    def face_sampled(self, now: float) -> None:
+        self._faces.append(now)
+        while self._faces and self._faces[0] < now - BEHIND_WINDOW:
+            self._faces.popleft()
+
+    def rate(self, now: float) -> float:
+        """Faces sampled per second over the last window."""
+        return sum(1 for t in self._faces if t >= now - BEHIND_WINDOW) / BEHIND_WINDOW
+
+    def behind(self, now: float) -> bool:
+        if now - self.started < BEHIND_WINDOW * 2:  # warming up: not judged yet
+            return False
+        recent = sum(1 for t in self._faces if t >= now - BEHIND_WINDOW)
+        return recent < BEHIND_RATIO * self.face_fps * BEHIND_WINDOW
 
 
 @dataclass
 class SessionStats:
     frames_analysed: int = 0
+    detector_errors: int = 0
+    samples: dict[str, int] = field(default_factory=dict)  # detector family -> frames it ran on
     audio_chunks: int = 0
     changes_sent: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -55,11 +99,12 @@ class CallSession:
     """Runs the bot for one interview until `stop()`."""
 
     def __init__(self, interview: dict[str, Any], bot_token: str, server_url: str, models: ModelPaths, *,
-                 open_media: OpenMedia | None = None):
+                 resumed: str | None = None, threads: int = 2, open_media: OpenMedia | None = None):
         self.interview = interview
         self.interview_id: str = interview["id"]
         self.policy = Policy.from_dict(interview.get("policy"))
         self.models = models
+        self.threads = threads  # inference threads of this call's detectors (1 in a call process of the fleet)
         self.origin = as_unix(interview.get("started_at")) or time.time()
         self.room: dict[str, Any] | None = interview.get("room")  # stored form, secrets included
         if self.room is not None and open_media is None:
@@ -67,17 +112,34 @@ class CallSession:
         self.open_media = open_media
         self.media: MediaSource | None = None
         self.peer = BotPeer(server_url, bot_token, clock=self.clock,
-                            audio_chunk=self.policy.sampling.audio_chunk, receive=self.room is None)
+                            audio_chunk=self.policy.sampling.audio_chunk, resumed=resumed,
+                            video_wanted=video_wanted(self.policy), receive=self.room is None)
         self.stats = SessionStats()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"detect-{self.interview_id[:8]}")
         self._analyzer: Analyzer | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._track_reported = -math.inf
+        self.pace = Pace(self.policy.sampling.face_fps)
+        self._objects_at = -math.inf  # monotonic time objects last ran
+        self._joined_at = 0.0  # call time the bot joined
+        self._state_at = -math.inf  # monotonic time of the last bot_state
 
     def clock(self) -> float:
         """Seconds since the call started: the time base of live events."""
         return time.time() - self.origin
+
+    def figures(self) -> dict[str, Any]:
+        """This call's counters, plain values (a call process sends them with its heartbeat)."""
+        st = self.stats
+        video, audio = self.peer.video, self.peer.audio
+        return {"since": round(time.time() - (time.monotonic() - st.started), 3), "frames": st.frames_analysed,
+                "fps": round(st.fps(), 2), "samples": dict(st.samples), "audio_chunks": st.audio_chunks,
+                "audio_dropped": audio.chunks_dropped if audio is not None else 0,
+                "frames_received": video.frames_received if video is not None else 0,
+                "changes": st.changes_sent, "detector_errors": st.detector_errors,
+                "behind": self.pace.behind(time.monotonic()), "objects_deferred": self.pace.objects_deferred,
+                "at": round(time.time(), 3)}
 
     @property
     def running(self) -> bool:
@@ -85,7 +147,8 @@ class CallSession:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        detectors = await loop.run_in_executor(self._executor, Detectors.load, self.policy, self.models)
+        detectors = await loop.run_in_executor(
+            self._executor, functools.partial(Detectors.load, self.policy, self.models, threads=self.threads))
         self._analyzer = Analyzer(self.policy, detectors, interview_id=self.interview_id)
         try:
             await self.peer.start()
@@ -98,6 +161,7 @@ class CallSession:
             self._executor.shutdown(wait=False)
             raise
         self._task = asyncio.create_task(self._run(), name=f"bot-{self.interview_id}")
+        self._joined_at = self.clock()
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Close open events, send them, leave the call, free the models."""
@@ -147,11 +211,14 @@ class CallSession:
             due: frozenset[str] = frozenset()
             video = self.peer.video
             if video is not None and video.latest_t is not None and (last_t is None or video.latest_t > last_t):
-                due = sampler.due(video.latest_t)
+                due = self._paced(sampler.due(video.latest_t))
                 if due:
                     frame = video.latest()  # converts the newest frame only now
                     last_t = frame.t if frame is not None else last_t
             audio = self.peer.audio.take_all() if self.peer.audio is not None else []
+            if tick - self._state_at >= STATE_EVERY:
+                self._state_at = tick
+                await self.peer.send_state(self.state())
             others = self._other_observations()
             if frame is not None or audio or others:
                 taken = time.time()
@@ -163,6 +230,28 @@ class CallSession:
                     await asyncio.wait_for(self._stopping.wait(), wait)
                 except TimeoutError:
                     pass
+
+    def state(self) -> dict[str, Any]:
+        """The bot's heartbeat: analysing or waiting for media, its face rate, what it analysed since it joined."""
+        video = self.peer.video
+        media = video is not None and video.frames_received > 0 and video.silent_for() < 2.0
+        return {"state": "analysing" if media else "no_media",
+                "face_fps": round(self.pace.rate(time.monotonic()), 2),
+                "samples": {k: self.stats.samples.get(k, 0) for k in ("faces", "objects", "camera")},
+                "audio_seconds": round(self.stats.audio_chunks * self.policy.sampling.audio_chunk, 1),
+                "since": round(self._joined_at, 3)}
+
+    def _paced(self, due: frozenset[str]) -> frozenset[str]:
+        """Faces first: a call that is behind its face rate runs objects only every few seconds."""
+        now = time.monotonic()
+        if "faces" in due:
+            self.pace.face_sampled(now)
+        if "objects" in due:
+            if self.pace.behind(now) and now - self._objects_at < OBJECTS_AT_LEAST_EVERY:
+                self.pace.objects_deferred += 1
+                return due - {"objects"}
+            self._objects_at = now
+        return due
 
     def _other_observations(self) -> list[Observation]:
         out: list[Observation] = list(self.peer.take_page_observations())
@@ -181,21 +270,48 @@ class CallSession:
         assert a is not None
         changes: list[EventChange] = []
         if frame is not None:
-            changes += a.frame(frame, due)
+            changes += self._guarded("the video detectors", frame.t, a.frame, frame, due)
             self.stats.frames_analysed += 1
+            for name in due:
+                self.stats.samples[name] = self.stats.samples.get(name, 0) + 1
         for chunk in audio:
-            changes += a.audio(chunk)
+            changes += self._guarded("the voice detector", chunk.t, a.audio, chunk)
             self.stats.audio_chunks += 1
         if others:
             changes += a.observe(*sorted(others, key=lambda o: o.t))
         return changes
+
+    def _guarded(self, what: str, t: float, fn: Any, *args: Any) -> list[EventChange]:
+        """Worker thread: one detector step; a failure is logged with the interview and the media time, the
+        models are reloaded and the call goes on (the rules keep their state). After ``MAX_RELOADS`` failures
+        the error is raised: the analysis loop ends and, in the fleet, the call's process is restarted."""
+        try:
+            changes: list[EventChange] = fn(*args)
+            return changes
+        except Exception:
+            self.stats.detector_errors += 1
+            log.exception("interview %s: %s failed at %.1f s (failure %d); reloading the models",
+                          self.interview_id, what, t, self.stats.detector_errors)
+            if self.stats.detector_errors > MAX_RELOADS:
+                raise
+            self._reload()
+            return []
+
+    def _reload(self) -> None:
+        a = self._analyzer
+        assert a is not None
+        try:
+            a.detectors.close()
+        except Exception:
+            log.exception("interview %s: closing the failed detectors failed too", self.interview_id)
+        a.detectors = Detectors.load(self.policy, self.models, threads=self.threads)
 
     async def _send(self, changes: list[EventChange], taken: float) -> None:
         for change in changes:
             e = change.event
             e.interview_id = self.interview_id
             await self.peer.send_event(change.kind, e.to_dict(),
-                                       e.snapshot if change.kind == "opened" else None)
+                                       e.snapshot if change.kind == "opened" else None, taken_at=taken)
             self.stats.changes_sent += 1
             self.stats.fired.append((change.kind, e.id, taken, time.time()))
             if change.kind == "opened":

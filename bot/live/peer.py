@@ -22,6 +22,7 @@ import base64
 import collections
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -58,10 +59,18 @@ class BotPeer:
         answer_timeout: float = 15.0,
         retry_grace: float = 2.0,
         page_queue: int = 256,
+        resumed: str | None = None,
+        video_wanted: dict[str, int] | None = None,
         receive: bool = True,
     ) -> None:
         self.server_url = server_url
         self.bot_token = bot_token
+        # What the candidate's page should send the bot (``maxFramerate``, ``maxHeight``): only what it samples
+        self.video_wanted = video_wanted
+        self.resumed = resumed  # why the previous bot of this call ended (a restart or a takeover), if any
+        # One id per bot process: the server tells a reconnect of this bot (its open events go on) from
+        # a new bot (the events a previous bot left open are closed as interrupted).
+        self.instance = uuid.uuid4().hex
         if clock is None:
             origin = time.monotonic()
             clock = lambda: time.monotonic() - origin
@@ -115,10 +124,17 @@ class BotPeer:
     def media_connected(self) -> bool:
         return self.session is not None and self.session.connected
 
+    def _auth(self) -> dict[str, str]:
+        """Sent with every (re)connect: the token, this bot's instance id and why its predecessor ended."""
+        auth = {"token": self.bot_token, "instance": self.instance}
+        if self.resumed:
+            auth["resumed"] = self.resumed[:200]
+        return auth
+
     async def start(self) -> None:
         """Join the call; raises socketio.exceptions.ConnectionError if the server refuses."""
         self._stopping = False
-        await self.sio.connect(self.server_url, auth={"token": self.bot_token}, wait_timeout=10)
+        await self.sio.connect(self.server_url, auth=self._auth, wait_timeout=10)
         await self.send_chat("Proctoring bot joined")
 
     @property
@@ -160,13 +176,16 @@ class BotPeer:
         if not self._stopping:
             self._spawn(self.send_chat(text))
 
-    async def send_event(self, change: str, event: dict[str, Any], snapshot_jpeg: bytes | None = None) -> bool:
+    async def send_event(self, change: str, event: dict[str, Any], snapshot_jpeg: bytes | None = None,
+                         taken_at: float | None = None) -> bool:
         """Send one event change; False if the socket is away.
 
         Every change is kept until the server acknowledges it and resent after a reconnect
         (the server upserts events by id), up to OUTBOX_SIZE changes.
         """
         payload: dict[str, Any] = {"change": change, "event": {k: v for k, v in event.items() if k != "snapshot"}}
+        if taken_at is not None:
+            payload["taken_at"] = round(taken_at, 3)
         if snapshot_jpeg:
             jpeg = await fit_snapshot(snapshot_jpeg)
             if jpeg:
@@ -177,6 +196,10 @@ class BotPeer:
             self._unacked.popitem(last=False)
             self.events_lost += 1
         return await self._push(self._sequence)
+
+    async def send_state(self, state: dict[str, Any]) -> bool:
+        """The bot's heartbeat (``bot_state``); nothing is kept when the socket is away (the next one follows)."""
+        return await self._emit("bot_state", state)
 
     async def _push(self, key: int) -> bool:
         payload = self._unacked.get(key)
@@ -292,7 +315,8 @@ class BotPeer:
         offer = await session.create_offer()
         sent_at = time.monotonic()
         session.pc.on("connectionstatechange", lambda: self._connected(session, sent_at))
-        if not await self._emit("signal", {"to": remote_sid, "kind": "offer", "data": offer}):
+        data: dict[str, Any] = {**offer, "send": self.video_wanted} if self.video_wanted else dict(offer)
+        if not await self._emit("signal", {"to": remote_sid, "kind": "offer", "data": data}):
             log.warning("could not send the offer to %s", remote_sid)
         self.offers_sent += 1
         self._spawn(self._watch(session, self.answer_timeout))

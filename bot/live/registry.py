@@ -29,9 +29,12 @@ class CallRegistry:
         self.sessions: dict[str, CallSession] = {}
         self._lock = asyncio.Lock()
 
-    def is_present(self, interview_id: str) -> bool:
+    def running(self, interview_id: str) -> bool:
         s = self.sessions.get(interview_id)
         return s is not None and s.running
+
+    async def is_present(self, interview_id: str) -> bool:
+        return self.running(interview_id)
 
     async def invite(self, interview: dict[str, Any], bot_token: str, server_url: str) -> None:
         """Start the bot for an interview (idempotent while it runs)."""

@@ -8,10 +8,11 @@ Event times are seconds from the start of the media (offline) or of the call (li
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from bot.analysis.coverage import Coverage, live_coverage, recording_coverage
 from bot.analysis.events import Event
 from bot.analysis.policy import Policy, PolicyError
 from bot.analysis.score import Score
@@ -29,6 +30,7 @@ class ReportData:
     score: Score | None = None  # computed from the events and policy when not given
     policy: Policy | None = None  # else the interview's "policy" (overrides or a full dump), else defaults
     generated_at: datetime | None = None  # shown in the PDF; now when not given
+    coverage: Coverage | None = None  # what was analysed; computed when not given
 
     def __post_init__(self) -> None:
         self.events = sorted(self.events, key=lambda e: e.start)
@@ -36,6 +38,12 @@ class ReportData:
             self.policy = _policy_of(self.interview.get("policy"))
         if self.score is None:
             self.score = compute_score(self.events, self.policy)
+        if self.coverage is None:
+            self.coverage = (recording_coverage(self.events, self.duration) if "source" in self.interview
+                             else live_coverage(self.interview, self.events, self.policy, self.duration))
+        if self.coverage.mostly_unwatched and self.score.risk == "low":
+            # few events because little was watched is not a low risk: say so and ask for a review
+            self.score = replace(self.score, risk="medium", needs_review=True)
         if self.generated_at is None:
             self.generated_at = datetime.now(timezone.utc)
 

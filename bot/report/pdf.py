@@ -386,7 +386,7 @@ class _Report:
         s = self.score
         color = RISK_COLORS.get(s.risk, INK)
         x = MARGIN + CONTENT_W - card_w
-        h = 50.0
+        h = 56.0
         pdf.set_draw_color(*RULE)
         pdf.set_fill_color(*ZEBRA)
         pdf.set_line_width(0.3)
@@ -423,7 +423,17 @@ class _Report:
         sc = self.policy.scoring
         bands = f"low ≥ {sc.medium_below:g}  ·  medium ≥ {sc.high_below:g}  ·  high < {sc.high_below:g}"
         pdf.cell(card_w - 8, 4, bands)
+        cov = self.data.coverage
+        assert cov is not None
+        pdf.set_xy(x + 5, top + 47.5)
+        pdf.font(8.5, bold=cov.low, color=RISK_COLORS["high"] if cov.low else INK)
+        pct = f"Analysed {round(cov.share * 100)}% of the call"
+        pdf.cell(card_w - 8, 5, pct + (" - coverage low" if cov.low else ""))
         pdf.set_xy(MARGIN, max(bottom_left, top + h) + 2)
+        if cov.low:
+            pdf.note(cov.sentence() + " Gaps: " + "; ".join(
+                f"{fmt_offset(g.start)}-{fmt_offset(g.end)} {g.reason}" for g in cov.gaps[:6])
+                + (f" and {len(cov.gaps) - 6} more" if len(cov.gaps) > 6 else "") + ".")
 
     def by_type(self) -> None:
         pdf = self.pdf
@@ -452,15 +462,19 @@ class _Report:
     def timeline(self) -> None:
         pdf = self.pdf
         events = self.data.events
+        gaps = self.data.coverage.gaps if self.data.coverage is not None else []
         types = [t for t in EVENT_TYPES if any(e.type == t for e in events)]
         types += sorted({e.type for e in events} - set(types))
+        if gaps:
+            types.insert(0, GAP_LANE)
         label_w, lane_h = 34.0, 7.0
         chart_h = max(1, len(types)) * lane_h
         pdf.section("Timeline", need=chart_h + 22)
-        if not events:
+        if not events and not gaps:
             pdf.note("Nothing to draw: no events.")
             return
-        span = max(self.data.duration, max(e.end if e.end is not None else e.start for e in events), 1.0)
+        span = max(self.data.duration, max((e.end if e.end is not None else e.start for e in events), default=0.0),
+                   max((g.end for g in gaps), default=0.0), 1.0)
         x0, w = MARGIN + label_w, CONTENT_W - label_w
         top = pdf.get_y() + 1
 
@@ -477,12 +491,17 @@ class _Report:
                 pdf.rect(x0, y, w, lane_h, style="F")
             pdf.set_xy(MARGIN, y)
             pdf.font(8, color=INK)
-            pdf.cell(label_w - 2, lane_h, title(t), align="R")
+            pdf.cell(label_w - 2, lane_h, "Not analysed" if t == GAP_LANE else title(t), align="R")
         # grid
         pdf.set_draw_color(*RULE)
         pdf.set_line_width(0.15)
         for tk in ticks:
             pdf.line(xt(tk), top, xt(tk), top + chart_h)
+        # gaps: what nobody watched (grey)
+        for g in gaps:
+            y = top + 1.3
+            pdf.set_fill_color(*GAP_COLOR)
+            pdf.rect(xt(g.start), y, max(0.7, xt(g.end) - xt(g.start)), lane_h - 2.6, style="F")
         # bars
         for e in events:
             i = types.index(e.type)
@@ -522,7 +541,8 @@ class _Report:
             pdf.cell(label_w - 2, 3.5, "clock", align="R")
         pdf.set_xy(MARGIN, axis_y + (9.5 if self.started is not None else 6))
         pdf.font(7, color=MUTED)
-        pdf.cell(CONTENT_W, 4, f"Filled bars: events; outlined bars: dismissed on review. "
+        gap_note = "; grey: not analysed (" + ", ".join(sorted({g.reason for g in gaps})) + ")" if gaps else ""
+        pdf.cell(CONTENT_W, 4, f"Filled bars: events; outlined bars: dismissed on review{gap_note}. "
                                f"Axis covers {fmt_duration(span)}.", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
     def needs_review(self) -> None:
@@ -611,6 +631,10 @@ class _Report:
             table.row([name.replace("_", " "), "yes" if r.enabled else "no", f"{r.dwell:g} s", f"{r.threshold:g}",
                        str(r.min_samples), f"{r.window:g} s", f"{r.gap:g} s", "-" if weight is None else f"{weight:g}",
                        ", ".join(r.labels) or "-"])
+
+
+GAP_LANE = "__not_analysed__"
+GAP_COLOR = (176, 180, 188)
 
 
 def _tick_step(span: float) -> float:

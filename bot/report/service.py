@@ -66,13 +66,15 @@ class Reports:
         body = (f"The proctoring report for the interview with {name} is attached.\n\n"
                 f"Integrity score: {s.value:.1f}/100, risk {s.risk}"
                 f"{' - needs review' if s.needs_review else ''}.\n"
+                f"{data.coverage.sentence() if data.coverage else ''}\n"
                 f"Events: {len(data.events)}.\n\n"
                 "Every event is a machine observation: please review it before drawing conclusions.\n")
         result = await self.mailer.send_report(
             data.interview["interviewer_email"], f"Proctoring report: {name}", body,
             [(f"proctoring-report-{interview_id}.pdf", pdf, "application/pdf")])
         await self.store.update_interview(interview_id, report_sent_at=datetime.now(timezone.utc).isoformat(),
-                                          report_delivery=result.describe())
+                                          report_delivery=result.public())
         log.info("report for interview %s: %s", interview_id, result.describe())
+        assert data.coverage is not None
         return {"score": s.value, "risk": s.risk, "needs_review": s.needs_review,
-                "events": len(data.events), "delivery": result.describe()}
+                "coverage": round(data.coverage.share, 4), "events": len(data.events), "delivery": result.public()}

@@ -86,6 +86,26 @@
     for (const sid of Array.from(app.peers.keys())) closePeer(sid);
   }
 
+  // The bot samples a few frames per second: send it only those (its offer says how many, and how many
+  // lines it needs), so this browser encodes less and the bot receives and decodes less.
+  async function limitForBot(pc, want) {
+    if (!want) return;
+    for (const sender of pc.getSenders()) {
+      if (!sender.track || sender.track.kind !== "video") continue;
+      try {
+        const params = sender.getParameters();
+        if (!params.encodings || !params.encodings.length) params.encodings = [{}];
+        const height = sender.track.getSettings().height || 0;
+        if (want.maxFramerate > 0) params.encodings[0].maxFramerate = want.maxFramerate;
+        if (want.maxHeight > 0 && height > want.maxHeight) params.encodings[0].scaleResolutionDownBy = height / want.maxHeight;
+        await sender.setParameters(params);
+        app.botSendParameters = params.encodings[0]; // for the tests
+      } catch (err) {
+        console.warn("could not limit the video sent to the bot", err);
+      }
+    }
+  }
+
   async function answerOffer(from, role, offer) {
     // A new offer from a sid replaces its connection (the interviewer and the bot always offer on a new one).
     closePeer(from);
@@ -119,6 +139,7 @@
       for (const track of app.localStream.getTracks()) pc.addTrack(track, app.localStream);
       await pc.setLocalDescription(await pc.createAnswer());
       if (!current()) return;
+      if (role === "bot") await limitForBot(pc, offer.send);
       await P.flushCandidates(entry);
       if (trickle) {
         send(from, "answer", P.sdpPayload(pc.localDescription));
@@ -275,6 +296,7 @@
   window.proctorDebug = {
     get socket() { return app.conn && app.conn.socket; },
     get peers() { return app.peers; },
+    get botSendParameters() { return app.botSendParameters || null; },
   };
 
   boot();

@@ -41,7 +41,56 @@
     ended: false,
     botInviting: false,
     reofferTimer: null,
+    botStatus: null,   // the bot's last heartbeat: {state, face_fps, at, receivedAt}
   };
+
+  const BOT_SILENT_MS = 10000; // a bot with no heartbeat for this long is shown as not responding
+  const clock = (ms) => new Date(ms).toLocaleTimeString();
+
+  // The bot indicator says what the bot is doing, from its heartbeat (every 2 s): analysing at its face rate,
+  // waiting for the candidate's media (since when), or silent (not responding since when), or absent.
+  function renderBot() {
+    const bot = app.participants.some((p) => p.role === "bot");
+    const bi = $("bot-indicator");
+    const st = app.botStatus;
+    let text = "Proctoring bot absent";
+    let tone = "pill-muted";
+    let state = "absent";
+    if (bot) {
+      text = "Proctoring bot present";
+      tone = "pill-bot";
+      state = "present";
+      if (st && Date.now() - st.receivedAt > BOT_SILENT_MS) {
+        text = "Proctoring bot not responding since " + clock(st.receivedAt);
+        tone = "pill-warn";
+        state = "silent";
+      } else if (st && st.state === "no_media") {
+        text = "Proctoring bot: no video from the candidate since " + clock(st.since || st.receivedAt);
+        tone = "pill-warn";
+        state = "no_media";
+      } else if (st && st.state === "analysing") {
+        text = "Proctoring bot analysing (" + Number(st.face_fps || 0).toFixed(1) + " faces/s)";
+        state = "analysing";
+      }
+    }
+    bi.dataset.present = bot ? "true" : "false";
+    bi.dataset.state = state;
+    bi.textContent = text;
+    bi.className = "pill " + tone;
+  }
+
+  function onBotStatus(m) {
+    if (!m || typeof m !== "object") return;
+    if (m.state === "failed") {
+      banner("The proctoring bot failed and stopped analysing (" + (m.reason || "unknown reason") +
+        "). Invite it again to resume.", "error");
+      return;
+    }
+    const prev = app.botStatus;
+    const since = prev && prev.state === m.state ? prev.since : Date.now();
+    app.botStatus = { ...m, receivedAt: Date.now(), since };
+    renderBot();
+  }
 
   // ------------------------------------------------------------------ state
 
@@ -78,11 +127,8 @@
       ci.className = "pill " + (cand ? "pill-info" : "pill-muted");
     }
 
-    const bot = app.participants.some((p) => p.role === "bot");
-    const bi = $("bot-indicator");
-    bi.dataset.present = bot ? "true" : "false";
-    bi.textContent = bot ? "Proctoring bot present" : "Proctoring bot absent";
-    bi.className = "pill " + (bot ? "pill-bot" : "pill-muted");
+    if (!app.participants.some((p) => p.role === "bot")) app.botStatus = null;
+    renderBot();
     updateInviteButton();
     syncCall();
     updateState();
@@ -444,7 +490,7 @@
       app.botInviting = false;
       P.toast({
         title: err.status === 503 ? "No proctoring bot available" : "Could not invite the bot",
-        body: err.status === 503 ? "All bots are busy right now (at capacity). Try again in a minute." : err.message,
+        body: err.status === 503 ? (err.message || "All bots are busy right now (at capacity).") + " Try again in a minute." : err.message,
         tone: "error",
         timeout: 12000,
       });
@@ -562,6 +608,8 @@
     socket.on("signal", onSignal);
     socket.on("alert", onAlert);
     socket.on("chat", (m) => chat.receive(m));
+    socket.on("bot_status", onBotStatus);
+    setInterval(renderBot, 1000); // a silent bot turns "not responding" without any message
     updateState();
   }
 

@@ -85,6 +85,31 @@ class LoopingTrack(MediaStreamTrack):
             self._source = None
 
 
+class RateLimited(MediaStreamTrack):
+    """A video track passed on at no more than ``max_fps`` (as a browser honours ``maxFramerate``)."""
+
+    kind = "video"
+
+    def __init__(self, source: MediaStreamTrack, max_fps: float) -> None:
+        super().__init__()
+        self.source = source
+        self.period = 1.0 / max_fps
+        self._next: float | None = None
+
+    async def recv(self) -> av.VideoFrame:
+        while True:
+            frame = await self.source.recv()
+            t = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else 0.0
+            if self._next is None or t + 1e-6 >= self._next or t < self._next - 10 * self.period:
+                self._next = t + self.period if self._next is None or t >= self._next + self.period \
+                    else self._next + self.period
+                return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self.source.stop()
+
+
 class CandidatePeer:
     """A candidate that answers WebRTC offers from any participant with real media."""
 
@@ -166,7 +191,11 @@ class CandidatePeer:
             self.pcs[sender] = pc
             data = message["data"]
             await pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type=data["type"]))
-            pc.addTrack(self._relay.subscribe(self.video, buffered=False))
+            video: MediaStreamTrack = self._relay.subscribe(self.video, buffered=False)
+            want = data.get("send") if isinstance(data.get("send"), dict) else {}
+            if want.get("maxFramerate"):  # the bot asks for only what it samples, as the real page honours
+                video = RateLimited(video, float(want["maxFramerate"]))
+            pc.addTrack(video)
             if self.audio is not None:
                 pc.addTrack(self._relay.subscribe(self.audio, buffered=False))
             await pc.setLocalDescription(await pc.createAnswer())

@@ -17,14 +17,18 @@ import aiohttp
 import socketio
 
 from bot.app import App, running
+from bot.fleet import FleetSettings
 from bot.ports import Store
 from bot.settings import Settings
 from signaling import tokens
 from tests.support.servers import free_port
 
+TEST_API_KEY = "test-operator-key-0123456789"
+
 
 class Served:
-    """The running app (`bot.app.App`) with helpers to make interviews and tokens."""
+    """The running app (`bot.app.App`) with helpers to make interviews and tokens; `operator` is the header
+    with the operator API key (``PROCTOR_API_KEY`` of the settings) that `POST /api/interviews` needs."""
 
     def __init__(self, app: App) -> None:
         self.app = app
@@ -32,7 +36,10 @@ class Served:
         self.store = app.store
         self.url = app.url
         self.secret = app.settings.secret_key
-        self.bots = app.bots  # bot.live.registry.CallRegistry, when served with bots=True
+        self.api_key = app.settings.api_key or ""
+        self.operator = {"Authorization": f"Bearer {self.api_key}"}
+        self.bots: Any = app.bots  # CallRegistry with bots=True (sessions to inspect), FleetBots with "fleet"
+        self.worker = app.worker
         self.reports = app.reports
 
     def token(self, iid: str, role: str, ttl: float = 600, name: str | None = None) -> str:
@@ -45,15 +52,20 @@ class Served:
 
 
 @asynccontextmanager
-async def served(settings: Settings, store: Store | None = None, *, bots: bool = False,
-                 reports: bool = False) -> AsyncIterator[Served]:
-    """`bot.app.running` on 127.0.0.1 and a free port, with a fixed token secret. With `bots`, the real bot
-    joins calls in this process; with `reports`, reports mail through the real `Mailer` (``.eml`` files in
-    ``settings.outbox`` unless the settings name an SMTP host)."""
+async def served(settings: Settings, store: Store | None = None, *, bots: bool | str = False,
+                 reports: bool = False, worker: bool = True, fleet: FleetSettings | None = None,
+                 ) -> AsyncIterator[Served]:
+    """`bot.app.running` on 127.0.0.1 and a free port, with a fixed token secret. `bots`: True runs the real
+    bot in this process (``"inprocess"``: its sessions can be inspected), ``"fleet"`` dispatches each call to
+    a worker that runs it in a child process (`worker`: a local one in this process; `fleet`: its limits).
+    With `reports`, reports mail through the real `Mailer` (``.eml`` files in ``settings.outbox`` unless the
+    settings name an SMTP host). The operator key is ``settings.api_key``, by default `TEST_API_KEY`."""
     settings.secret_key = settings.secret_key or "test-secret"
+    settings.api_key = settings.api_key or TEST_API_KEY
     settings.host = "127.0.0.1"
     settings.port = free_port()
-    async with running(settings, store=store, bots=bots, reports=reports) as app:
+    mode = "inprocess" if bots is True else (bots or None)
+    async with running(settings, store=store, bots=mode, worker=worker, reports=reports, fleet=fleet) as app:
         yield Served(app)
 
 
@@ -72,7 +84,7 @@ def outbox_mails(settings: Any) -> list[email.message.EmailMessage]:
 class Peer:
     """A real python-socketio client that queues every event it receives."""
 
-    EVENTS = ("participants", "signal", "alert", "page_event", "chat", "error")
+    EVENTS = ("participants", "signal", "alert", "page_event", "chat", "error", "bot_status")
 
     def __init__(self) -> None:
         self.sio = socketio.AsyncClient(reconnection=False)
@@ -105,8 +117,9 @@ class Peer:
     def sid(self) -> str:
         return self.sio.get_sid()
 
-    async def connect(self, url: str, token: str | None, **kw: Any) -> Peer:
-        auth = {"token": token} if token is not None else None
+    async def connect(self, url: str, token: str | None, *, auth_extra: dict[str, str] | None = None,
+                      **kw: Any) -> Peer:
+        auth = {"token": token, **(auth_extra or {})} if token is not None else None
         await self.sio.connect(url, auth=auth, transports=kw.pop("transports", ["websocket"]),
                                wait_timeout=5, **kw)
         return self

@@ -7,7 +7,8 @@ helpers the tests watch it with.
 - ``plan``: what each attempt does, by attempt number (the last entry holds for later attempts):
   ``run`` (until stopped), ``done`` (returns after ``duration`` s), ``crash`` (exit code 3 after
   ``after`` s), ``hang`` (blocks its event loop after ``after`` s), ``memory`` (holds ``memory_mb`` MiB,
-  then runs), ``burn`` (spins one core, then runs), ``ignore_stop`` (never ends);
+  then runs), ``burn`` (spins one core, then runs), ``behind`` (reports ``behind`` in its stats, then runs),
+  ``ignore_stop`` (never ends);
 - ``stop_delay``: seconds of "closing work" after a stop request.
 """
 from __future__ import annotations
@@ -90,6 +91,8 @@ async def run(job: Job, control: CallControl) -> None:
         control.stats["ballast"] = len(ballast)
     if action == "burn":
         threading.Thread(target=_burn, daemon=True).start()
+    if action == "behind":  # a call that says it cannot keep its pace
+        control.stats["behind"] = True
     if action == "ignore_stop":
         await asyncio.Event().wait()
     if action == "done":
