@@ -98,11 +98,11 @@ def parse_room(value: object) -> Room:
     if not isinstance(value, Mapping):
         raise RoomError("room", "must be an object")
     kind = value.get("kind")
-    if kind not in _FIELDS:
+    if not isinstance(kind, str) or kind not in _FIELDS:  # (a list is unhashable: no `in` on it)
         raise RoomError("room.kind", "must be 'janus' or 'whep'")
     unknown = sorted(str(k) for k in value if k not in _FIELDS[kind])
     if unknown:
-        raise RoomError(f"room.{unknown[0]}", f"is not a field of a {kind} room")
+        raise RoomError(f"room.{unknown[0][:50]}", f"is not a field of a {kind} room")
     if kind == "janus":
         return JanusRoom(
             url=_url(value.get("url"), ("http", "https", "ws", "wss"), "an http(s) or ws(s) URL"),
@@ -161,7 +161,7 @@ def public_room(value: object) -> dict[str, Any] | None:
         return parse_room(value).public()
     except RoomError:  # stored before a rule changed: show its kind only, never its fields
         kind = value.get("kind") if isinstance(value, Mapping) else None
-        return {"kind": kind if kind in _FIELDS else "unknown"}
+        return {"kind": kind if isinstance(kind, str) and kind in _FIELDS else "unknown"}
 
 
 __all__ = ["JanusRoom", "Room", "RoomError", "Secret", "WhepRoom", "parse_room", "public_room"]

@@ -39,6 +39,11 @@ def token_of(url: str) -> str:
 @pytest.mark.parametrize(("room", "field"), [
     ("janus", "room"),
     ({"kind": "zoom", "url": "https://zoom.us/j/1"}, "room.kind"),
+    ({"kind": ["janus"], "url": "https://janus.example.com/janus"}, "room.kind"),
+    ({"kind": {"k": 1}}, "room.kind"),
+    ({**JANUS, "url": ["http://janus.example.com"]}, "room.url"),
+    ({**JANUS, "candidate": {"name": "x"}}, "room.candidate"),
+    ({**JANUS, "pin": ["x"]}, "room.pin"),
     ({**JANUS, "url": "ftp://janus.example.com/janus"}, "room.url"),
     ({**JANUS, "url": "http://user:pw@janus.example.com/janus"}, "room.url"),
     ({**JANUS, "room": "1234"}, "room.room"),
