@@ -196,7 +196,8 @@ class Store:
 
     # -- interviews ----------------------------------------------------------------------------
     async def create_interview(
-        self, *, candidate_name: str, interviewer_email: str, policy: dict[str, Any] | None
+        self, *, candidate_name: str, interviewer_email: str, policy: dict[str, Any] | None,
+        room: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         now = utcnow()
         iid = uuid.uuid4().hex
@@ -206,6 +207,7 @@ class Store:
             "candidate_name": candidate_name,
             "interviewer_email": interviewer_email,
             "policy": jsonable(policy) if policy is not None else None,
+            "room": room,  # `bot.rooms` stored form, secrets included (the bot needs them); None: the built-in call
             "status": "created",
             "created_at": utc_iso(now),
             "started_at": None,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from adapters.conferencing import open_media
 from adapters.mail import Mailer
 from adapters.models import model_paths
 from adapters.outbox import MongoOutbox
@@ -124,7 +125,7 @@ async def running(settings: Settings, *, store: Store | None = None, bots: str |
         local: Worker | None = None
         if bots == "inprocess":
             assert models is not None
-            bot_port = CallRegistry(models, max_calls=settings.max_bots)
+            bot_port = CallRegistry(models, max_calls=settings.max_bots, open_media=open_media)
         elif bots == "fleet":
             bot_port, local = await _fleet(settings, stack, models, fleet)
         report_service = Reports(store, Mailer(settings)) if reports else None

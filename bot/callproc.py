@@ -47,6 +47,7 @@ def call_context(models: ModelPaths) -> dict[str, Any]:
 
 async def run_call(job: Job, control: CallControl) -> None:
     """A call's process: run the bot for ``job`` until the supervisor stops it."""
+    from adapters.conferencing import open_media  # a call held on Janus or WHEP (the interview's room)
     from bot.live.call import CallSession  # heavy (aiortc, the detectors): loaded in the child only
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -58,7 +59,7 @@ async def run_call(job: Job, control: CallControl) -> None:
 
     cv2.setNumThreads(1)  # one call per process: the calls fill the cores; more threads per call only contend
     session = CallSession(data["interview"], data["bot_token"], data["server_url"], models,
-                          resumed=control.previous_end, threads=1)
+                          resumed=control.previous_end, threads=1, open_media=open_media)
     log.info("call %s: attempt %d (previous end: %s), call clock from %s", job.id, control.attempt,
              control.previous_end, data["interview"].get("started_at"))
     if control.stop_requested:  # stopped while this process was starting: nothing to leave

@@ -255,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("fontTools").setLevel(logging.WARNING)  # fpdf2's font subsetting chatter
+    # pymongo's DEBUG lines quote whole documents: an interview's room with its pin or bearer token
+    logging.getLogger("pymongo").setLevel(logging.INFO)
     return args.func(args)
 
 

@@ -5,10 +5,13 @@ never import each other; each depends on these interfaces, and `bot.app` plugs t
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bot.analysis.events import Event
+
+if TYPE_CHECKING:
+    from aiortc.mediastreams import MediaStreamTrack
 
 
 class Capacity(Exception):
@@ -21,6 +24,10 @@ class UnknownInterview(LookupError):
 
 class StoreUnavailable(RuntimeError):
     """The database cannot be reached; the API answers 503."""
+
+
+class CallUnreachable(RuntimeError):
+    """The bot could not join the call on the platform it is held on (server away, wrong room or pin); 502."""
 
 
 class KeyExists(ValueError):
@@ -51,7 +58,8 @@ class Store(OperatorKeys, Protocol):
     """Interviews, events, snapshots and the audit log (`adapters.store.Store`), and the operator keys."""
 
     async def create_interview(self, *, candidate_name: str, interviewer_email: str,
-                               policy: dict[str, Any] | None) -> dict[str, Any]: ...
+                               policy: dict[str, Any] | None,
+                               room: dict[str, Any] | None = None) -> dict[str, Any]: ...
     async def get_interview(self, interview_id: str) -> dict[str, Any] | None: ...
     async def update_interview(self, interview_id: str, **fields: Any) -> None: ...
     async def save_event(self, event: Event) -> None: ...
@@ -104,6 +112,34 @@ class Reports(Protocol):
     async def json(self, interview_id: str) -> dict[str, Any]: ...
     async def finish(self, interview_id: str) -> dict[str, Any]: ...
 
+
+@runtime_checkable
+class MediaSource(Protocol):
+    """Where the candidate's media comes from when the call is on another platform (`adapters.conferencing`:
+    a Janus VideoRoom, a WHEP endpoint): one call on one platform."""
+
+    @property
+    def state(self) -> str:
+        """"joining", "receiving", "waiting for the candidate", "reconnecting" or "left"."""
+        ...
+
+    async def join(self, on_track: Callable[[MediaStreamTrack], None]) -> None:
+        """Enter the call; returns once in (raises if the first attempt fails).
+
+        Afterwards the source follows the candidate by itself (republish, reconnect, server restart)
+        and calls ``on_track`` with every track it receives, replacements included. The caller must
+        read every track it is given (aiortc queues frames nobody reads without limit).
+        """
+        ...
+
+    async def leave(self) -> None:
+        """Leave the call and release everything; idempotent."""
+        ...
+
+
+# Opens the media source of an interview's stored room description (`bot.rooms`, secrets included), not joined
+# yet; the second argument hears its state changes. `adapters.conferencing.open_media`.
+OpenMedia = Callable[[Mapping[str, Any], Callable[[str], None] | None], MediaSource]
 
 class Webhooks(Protocol):
     """Notifies the systems interviews are scheduled from (`adapters.webhooks.WebhookSender`).

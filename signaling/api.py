@@ -24,7 +24,8 @@ from aiohttp import web
 from bot.analysis.events import REVIEW_STATES, catalogue_json
 from bot.analysis.policy import Policy, PolicyError
 from bot.common import jsonable
-from bot.ports import Bots, Capacity, Reports, Store, StoreUnavailable, UnknownInterview, Webhooks
+from bot.ports import Bots, CallUnreachable, Capacity, Reports, Store, StoreUnavailable, UnknownInterview, Webhooks
+from bot.rooms import Room, RoomError, parse_room, public_room
 from bot.settings import Settings
 from signaling import tokens
 from signaling.operators import Operator, OperatorAuthError, Operators, RateLimited
@@ -254,12 +255,31 @@ def parse_policy(value: Any) -> dict | None:
     return value
 
 
+def parse_room_field(value: Any) -> Room | None:
+    """The call's place on another platform (`bot.rooms.parse_room`), None for the built-in call; else 400
+    naming the field (``room.url must be ...``). The message never quotes the value (it may be a secret)."""
+    if value is None:
+        return None
+    try:
+        return parse_room(value)
+    except RoomError as e:
+        raise error(400, str(e)) from None
+
+
+def public_interview(interview: dict[str, Any]) -> dict[str, Any]:
+    """What the API shows of an interview: no secrets (the room's pin or bearer token), no internals."""
+    keys = ("id", "candidate_name", "status", "created_at", "started_at", "ended_at")
+    return {**{k: interview.get(k) for k in keys}, "room": public_room(interview.get("room"))}
+
+
 def _base_url(request: web.Request) -> str:
     return request.app[SETTINGS].base_url
 
 
-def page_url(request: web.Request, interview_id: str, token: str) -> str:
-    return f"{_base_url(request)}/interview/{quote(interview_id, safe='')}?token={token}"
+def page_url(request: web.Request, interview_id: str, token: str, page: str = "") -> str:
+    """The web page for a token: ``/interview/{id}``, or with `page` ``/interview/{id}/{page}`` (``monitor``)."""
+    suffix = f"/{page}" if page else ""
+    return f"{_base_url(request)}/interview/{quote(interview_id, safe='')}{suffix}?token={token}"
 
 
 def reader_links(settings: Settings, secret: str, interview_id: str) -> tuple[str, str]:
@@ -277,31 +297,48 @@ def _now() -> datetime:
 async def create_interview(request: web.Request) -> web.Response:
     who = await operator(request)
     data = await read_json(request)
-    _only(data, ("candidate_name", "interviewer_email", "policy"))
+    _only(data, ("candidate_name", "interviewer_email", "policy", "room"))
     name = _text(data, "candidate_name", MAX_NAME)
     email = _text(data, "interviewer_email", MAX_EMAIL)
     assert name is not None and email is not None
     if not valid_email(email):
         raise error(400, "interviewer_email is not a valid email address")
     policy = parse_policy(data.get("policy"))
+    room = parse_room_field(data.get("room"))
     try:
         request.app[OPERATORS].take(who)  # counts creations only: a rejected body costs nothing
     except RateLimited as e:
         raise error(429, str(e), **{"Retry-After": str(e.retry_after)}) from None
     interview = await request.app[STORE].create_interview(
-        candidate_name=name, interviewer_email=email, policy=policy)
+        candidate_name=name, interviewer_email=email, policy=policy,
+        room=room.stored() if room is not None else None)
     iid = str(interview["id"])
     settings = request.app[SETTINGS]
     secret = request.app[SECRET]
     ttl = settings.token_ttl
     interviewer = tokens.issue(secret, iid, "interviewer", ttl, name=DEFAULT_NAMES["interviewer"])
+    if room is not None:
+        # the call is on another platform: the interviewer watches alerts on the monitor page (no call here),
+        # and the candidate joins that platform, not a page of this server
+        log.info("interview %s created with the operator key %r (call on %s)", iid, who.name, room.kind)
+        monitor = page_url(request, iid, interviewer, "monitor")
+        return json_response({"id": iid, "room": room.public(), "interviewer_url": monitor, "monitor_url": monitor},
+                             status=201)
     candidate = tokens.issue(secret, iid, "candidate", ttl, name=name)
     log.info("interview %s created with the operator key %r", iid, who.name)
     return json_response({
         "id": iid,
         "interviewer_url": page_url(request, iid, interviewer),
         "candidate_url": page_url(request, iid, candidate),
+        "monitor_url": page_url(request, iid, interviewer, "monitor"),
     }, status=201)
+
+
+async def get_interview(request: web.Request) -> web.Response:
+    """The interview as the interviewer may see it (`public_interview`: no pin, no bearer token)."""
+    authenticate(request)
+    iid = request.match_info["id"]
+    return json_response(public_interview(await interview_or_404(request, iid)))
 
 
 async def invite_bot(request: web.Request) -> web.Response:
@@ -313,12 +350,20 @@ async def invite_bot(request: web.Request) -> web.Response:
         raise error(409, "the interview has ended")
     if await bots.is_present(iid):
         return json_response({"status": "present"})
+    if interview.get("room") and not interview.get("started_at"):
+        # no candidate joins this server: the call's clock (event times, the report's span) starts with the bot
+        started = {"started_at": _now().isoformat(), "status": "live"}
+        await request.app[STORE].update_interview(iid, **started)
+        interview = {**interview, **started}
     settings = request.app[SETTINGS]
     bot_token = tokens.issue(request.app[SECRET], iid, "bot", settings.token_ttl, name=DEFAULT_NAMES["bot"])
     try:
         await bots.invite(interview, bot_token, settings.base_url)
     except Capacity as e:
         raise error(503, str(e) or "all bots are busy; try again later") from None
+    except CallUnreachable as e:  # the other platform refused or is away
+        log.warning("interview %s: %s", iid, e)
+        raise error(502, str(e)) from None
     return json_response({"status": "invited"}, status=202)
 
 
@@ -484,6 +529,7 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/healthz", health)
     r.add_post("/api/interviews", create_interview)
+    r.add_get("/api/interviews/{id}", get_interview)
     r.add_post("/api/interviews/{id}/bot", invite_bot)
     r.add_post("/api/interviews/{id}/bot/failed", bot_failed)
     r.add_post("/api/interviews/{id}/end", end_interview)

@@ -462,6 +462,9 @@ def _text_error(status: int, message: str) -> web.HTTPException:
 
 
 async def interview_page(request: web.Request) -> web.StreamResponse:
+    """The page for the token's role. ``/interview/{id}/monitor`` is the interviewer's page without the call
+    (alerts, review, report), for a call held on another platform; an interviewer opening ``/interview/{id}`` of
+    such an interview is sent there."""
     token = api.request_token(request)
     if token is None:
         raise _text_error(401, "This link has no access token.")
@@ -470,13 +473,19 @@ async def interview_page(request: web.Request) -> web.StreamResponse:
     except TokenError as e:
         msg = "This link has expired." if e.reason == "expired" else "This link is not valid."
         raise _text_error(401, msg) from None
-    if claims.role not in PAGES:
-        raise _text_error(403, "This token cannot open a page.")
+    monitor = request.path.endswith("/monitor")
+    if claims.role not in PAGES or (monitor and claims.role != "interviewer"):
+        raise _text_error(403, "This token cannot open a page." if not monitor
+                          else "Only the interviewer can open the monitor.")
     iid = request.match_info["id"]
     if claims.interview_id != iid:
         raise _text_error(403, "This link is for another interview.")
-    if await request.app[api.STORE].get_interview(iid) is None:
+    interview = await request.app[api.STORE].get_interview(iid)
+    if interview is None:
         raise _text_error(404, "This interview does not exist (any more).")
+    if claims.role == "interviewer" and not monitor and interview.get("room"):
+        raise web.HTTPFound(request.rel_url.with_path(f"{request.path}/monitor").with_query(request.query),
+                            headers=PAGE_HEADERS)
     path = WEB_DIR / PAGES[claims.role]
     if not path.is_file():
         raise _text_error(503, "The web pages are not installed on this server.")
@@ -742,6 +751,7 @@ def create_app(settings: Settings, store: Store, *, bots: Bots | None = None,
     api.add_routes(app)
     app.router.add_get("/", start_page)
     app.router.add_get("/interview/{id}", interview_page)
+    app.router.add_get("/interview/{id}/monitor", interview_page)
     app.router.add_get("/static/vendor/socket.io.min.js", socket_io_js)
     app.router.add_get("/static/{path:.+}", static_file)
 

@@ -297,3 +297,52 @@ def test_start_page_creates_an_interview_and_hands_out_both_links(server, browse
          what="interviewer page connected")
     page.get(server.settings.base_url + "/")  # the browser kept the key
     assert page.find_element(By.NAME, "operator_key").get_attribute("value") == server.key
+
+
+def test_monitor_page_follows_a_call_held_in_janus(server, browsers, tmp_path):
+    """The interviewer's monitor (the page without the call) for an interview held in a Janus VideoRoom: the real
+    bot joins the room, where an aiortc candidate publishes the empty-room clip, and its alert reaches the page."""
+    from tests.support.janus_publisher import JanusPublisher
+    from tests.support.janus_server import PIN, ROOM, JanusServer, janus_executable
+
+    if janus_executable() is None:
+        pytest.skip("Debian's janus is not installed")
+    janus = JanusServer(tmp_path / "janus")
+    janus.start()
+    candidate = JanusPublisher(janus.url, ROOM, "Jana Janus", pin=PIN,
+                               video=MEDIA / "video/one-by-one-person-detection.mp4")
+    try:
+        server.call(candidate.start())
+        status, iv = server.api("POST", "/api/interviews", server.key, body={
+            "candidate_name": "Jana Janus", "interviewer_email": "ivan@example.com",
+            "room": {"kind": "janus", "url": janus.url, "room": ROOM, "pin": PIN, "candidate": "Jana Janus"}})
+        assert status == 201 and "/monitor?token=" in iv["monitor_url"], iv
+        page = browsers()
+        page.get(iv["interviewer_url"])
+        assert page.execute_script("return document.body.dataset.mode") == "monitor"
+        wait(page, lambda d: "Janus VideoRoom 1234" in d.find_element(By.ID, "platform-text").text,
+             what="where the call is")
+        assert PIN not in page.page_source
+        assert not page.find_element(By.ID, "remote-video").is_displayed()
+        wait(page, lambda d: d.execute_script("return document.body.dataset.state") == "connected",
+             what="monitor connected")
+        assert page.execute_script("return document.getElementById('local-video').srcObject") is None  # no camera
+
+        page.find_element(By.ID, "invite-bot").click()
+        wait(page, lambda d: d.find_element(By.ID, "bot-indicator").get_attribute("data-present") == "true",
+             what="the bot's presence")
+        wait(page, lambda d: "(janus): receiving" in d.find_element(By.ID, "chat-log").text,
+             what="the bot's word that it receives the candidate's media")
+        wait(page, lambda d: alerts(d, "face_missing"), timeout=60, what="face_missing alert")
+        wait(page, lambda d: d.find_elements(By.CSS_SELECTOR, '.event[data-type="face_missing"]'),
+             what="face_missing in the alert list")
+        page.save_screenshot(str(tmp_path / "monitor.png"))
+
+        page.find_element(By.ID, "end-interview").click()
+        wait(page, lambda d: d.find_element(By.ID, "end-confirm").is_displayed(), what="end dialog")
+        page.find_element(By.ID, "end-confirm").click()
+        wait(page, lambda d: d.execute_script("return document.body.dataset.state") == "ended", what="ended")
+        assert not server.bots.running(iv["id"])
+    finally:
+        server.call(candidate.stop())
+        janus.stop()

@@ -5,17 +5,11 @@ and hands each received aiortc track to ``on_track`` (again whenever the candida
 replaced: a republish, a reconnect), ``leave()`` exits, and ``state`` says where it stands. The
 bot session behind it does not know which platform delivers the tracks.
 
-A call's place is a room description, parsed from the JSON an interview carries by `parse_room`:
+A call's place is a room description (`bot.rooms`: `parse_room`, `JanusRoom`, `WhepRoom`, `Secret`,
+re-exported here), the pure values the API validates with; only an adapter reveals a secret, to send it.
+`open_media(description, on_state)` is the `bot.ports.OpenMedia` the wiring module hands to the bot.
 
-    {"kind": "janus", "url": "http(s)://host:port/janus" | "ws(s)://...", "room": 1234,
-     "pin"?: "...", "candidate": "display name" | feed id}
-    {"kind": "whep", "url": "http(s)://...", "bearer"?: "..."}
-
-Bad input raises `RoomError` naming the field (``room.url must be an http(s) or ws(s) URL``).
-Secrets (the pin, the bearer token) are `Secret` values: never in ``repr()``/``str()`` (so never in
-logs), never in ``public()``; only an adapter reads them, with ``reveal()``, to send them.
-
-This package imports aiortc, aiohttp and the standard library only.
+This package imports aiortc, aiohttp, `bot.rooms` and the standard library only.
 """
 from __future__ import annotations
 
@@ -23,12 +17,13 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
-from urllib.parse import urlsplit
+from typing import Any, Literal
 
 import aiohttp
 from aiortc.mediastreams import MediaStreamTrack
+
+from bot.ports import MediaSource
+from bot.rooms import JanusRoom, Room, RoomError, Secret, WhepRoom, parse_room
 
 log = logging.getLogger(__name__)
 
@@ -37,29 +32,6 @@ TrackHandler = Callable[[MediaStreamTrack], None]
 StateHandler = Callable[[str], None]
 
 BOT_DISPLAY_NAME = "Proctoring bot"
-
-
-@runtime_checkable
-class MediaSource(Protocol):
-    """Where the candidate's media comes from: one call on one platform."""
-
-    @property
-    def state(self) -> str:
-        """"joining", "receiving", "waiting for the candidate", "reconnecting" or "left"."""
-        ...
-
-    async def join(self, on_track: TrackHandler) -> None:
-        """Enter the call; returns once in (raises `JoinError` if the first attempt fails).
-
-        Afterwards the source follows the candidate by itself (republish, reconnect, server restart)
-        and calls ``on_track`` with every track it receives, replacements included. The caller must
-        read every track it is given (aiortc queues frames nobody reads without limit).
-        """
-        ...
-
-    async def leave(self) -> None:
-        """Leave the call and release everything; idempotent."""
-        ...
 
 
 class JoinError(RuntimeError):
@@ -82,8 +54,7 @@ class SourceBase:
             return
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_until_done(task)
         await self._release()
         if self._http is not None:
             await self._http.close()
@@ -110,6 +81,26 @@ class SourceBase:
                 log.exception("state listener failed")
 
 
+async def cancel_until_done(task: asyncio.Task[Any], *, patience: float = 10.0) -> None:
+    """Cancel `task` and wait for its end, cancelling again while it goes on.
+
+    Python 3.11's ``asyncio.wait_for`` swallows a cancellation that arrives just as the awaited call completes
+    (it returns the result instead; fixed in 3.12): one ``cancel()`` then leaves the task running, and an
+    adapter's task that goes back to waiting for room events would keep ``leave()`` waiting for ever (seen once in
+    eight runs of ``bench_live.py --janus``, the candidate leaving as the bot left).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+        if not task.done() and loop.time() > deadline:
+            log.error("%s did not end %.0f s after its cancellation; leaving it", task.get_name(), patience)
+            return
+    if not task.cancelled() and task.exception() is not None:
+        log.info("%s ended with %r", task.get_name(), task.exception())
+
+
 class Backoff:
     """Exponential delays with jitter between reconnection attempts: first, first*2, ... up to cap."""
 
@@ -127,132 +118,6 @@ class Backoff:
         self.attempts = 0
 
 
-# --- room descriptions ---------------------------------------------------------------------------
-
-class RoomError(ValueError):
-    """A bad room description; ``field`` is the offending key (``room.url``), the message names it."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(f"{field_name} {message}")
-        self.field = field_name
-
-
-class Secret:
-    """A string that never shows itself: ``repr``/``str`` give ``'***'``; ``reveal()`` gives the value."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-
-@dataclass(frozen=True)
-class JanusRoom:
-    """A Janus VideoRoom: server URL (HTTP API root or WebSocket), room number, the candidate's feed."""
-
-    url: str
-    room: int
-    candidate: str | int  # a display name, or a feed id (int; a string also matches a feed id as text)
-    pin: Secret | None = field(default=None, repr=False)
-    kind: Literal["janus"] = "janus"
-
-    def public(self) -> dict[str, Any]:
-        """What may be shown or returned: everything but the pin."""
-        return {"kind": self.kind, "url": self.url, "room": self.room, "candidate": self.candidate}
-
-
-@dataclass(frozen=True)
-class WhepRoom:
-    """A WHEP endpoint (RFC 9725) that plays the candidate's stream."""
-
-    url: str
-    bearer: Secret | None = field(default=None, repr=False)
-    kind: Literal["whep"] = "whep"
-
-    def public(self) -> dict[str, Any]:
-        """What may be shown or returned: everything but the bearer token."""
-        return {"kind": self.kind, "url": self.url}
-
-
-Room = JanusRoom | WhepRoom
-
-_FIELDS = {"janus": {"kind", "url", "room", "pin", "candidate"}, "whep": {"kind", "url", "bearer"}}
-
-
-def parse_room(value: object) -> Room:
-    """The room description of an interview (decoded JSON) as a value; `RoomError` names a bad field."""
-    if not isinstance(value, Mapping):
-        raise RoomError("room", "must be an object")
-    kind = value.get("kind")
-    if kind not in _FIELDS:
-        raise RoomError("room.kind", "must be 'janus' or 'whep'")
-    unknown = sorted(str(k) for k in value if k not in _FIELDS[kind])
-    if unknown:
-        raise RoomError(f"room.{unknown[0]}", f"is not a field of a {kind} room")
-    if kind == "janus":
-        return JanusRoom(
-            url=_url(value.get("url"), ("http", "https", "ws", "wss"), "an http(s) or ws(s) URL"),
-            room=_room_number(value.get("room")),
-            candidate=_candidate(value.get("candidate")),
-            pin=_secret(value, "pin"),
-        )
-    return WhepRoom(url=_url(value.get("url"), ("http", "https"), "an http(s) URL"), bearer=_secret(value, "bearer"))
-
-
-def _url(value: object, schemes: tuple[str, ...], what: str) -> str:
-    if not isinstance(value, str) or len(value) > 2048:
-        raise RoomError("room.url", f"must be {what}")
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise RoomError("room.url", f"must be {what}") from None
-    if parts.scheme not in schemes or not parts.hostname:
-        raise RoomError("room.url", f"must be {what}")
-    if parts.username is not None or parts.password is not None:  # a secret in the URL would be shown
-        raise RoomError("room.url", "must not carry credentials (user:password@)")
-    return value
-
-
-def _room_number(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**53:
-        raise RoomError("room.room", "must be a positive integer (the VideoRoom number)")
-    return value
-
-
-def _candidate(value: object) -> str | int:
-    if isinstance(value, bool):
-        raise RoomError("room.candidate", "must be a display name or a numeric feed id")
-    if isinstance(value, int) and 0 < value < 2**53:
-        return value
-    if isinstance(value, str) and value.strip() and len(value) <= 256:
-        return value
-    raise RoomError("room.candidate", "must be a display name or a numeric feed id")
-
-
-def _secret(value: Mapping[str, Any], key: str) -> Secret | None:
-    if key not in value or value[key] is None:
-        return None
-    secret = value[key]
-    if not isinstance(secret, str) or not secret or len(secret) > 4096:
-        raise RoomError(f"room.{key}", "must be a non-empty string")
-    return Secret(secret)
-
-
 def open_source(room: Room, *, on_state: StateHandler | None = None) -> MediaSource:
     """The adapter for a room description (not joined yet)."""
     if isinstance(room, JanusRoom):  # imported here: the adapters import this module
@@ -262,7 +127,13 @@ def open_source(room: Room, *, on_state: StateHandler | None = None) -> MediaSou
     return WhepSource(room, on_state=on_state)
 
 
+def open_media(description: Mapping[str, Any], on_state: StateHandler | None = None) -> MediaSource:
+    """`bot.ports.OpenMedia`: the adapter for a stored room description (`RoomError` if it is not one)."""
+    return open_source(parse_room(description), on_state=on_state)
+
+
 __all__ = [
     "BOT_DISPLAY_NAME", "Backoff", "JanusRoom", "JoinError", "MediaSource", "Room", "RoomError", "Secret",
-    "SourceBase", "SourceState", "StateHandler", "TrackHandler", "WhepRoom", "open_source", "parse_room",
+    "SourceBase", "SourceState", "StateHandler", "TrackHandler", "WhepRoom", "cancel_until_done", "open_media",
+    "open_source", "parse_room",
 ]

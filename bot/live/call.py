@@ -5,6 +5,11 @@ audio chunks; this loop takes the newest frame at the policy's highest sample
 rate, runs the due detectors in the call's own worker thread (never on the
 event loop), and sends every event change to the signaling server, which
 stores it and alerts the interviewer.
+
+When the interview's call is on another platform (its ``room``: a Janus VideoRoom,
+a WHEP endpoint), the media comes from the `bot.ports.MediaSource` that the
+injected ``open_media`` makes of that room, into the peer's same readers; the
+peer still joins this project's signaling server to send the events.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from bot.analysis.rules import EventChange
 from bot.analysis.sampler import Sampler
 from bot.common import as_unix
 from bot.live.peer import BotPeer
+from bot.ports import CallUnreachable, MediaSource, OpenMedia
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +99,21 @@ class CallSession:
     """Runs the bot for one interview until `stop()`."""
 
     def __init__(self, interview: dict[str, Any], bot_token: str, server_url: str, models: ModelPaths, *,
-                 resumed: str | None = None, threads: int = 2):
+                 resumed: str | None = None, threads: int = 2, open_media: OpenMedia | None = None):
         self.interview = interview
         self.interview_id: str = interview["id"]
         self.policy = Policy.from_dict(interview.get("policy"))
         self.models = models
         self.threads = threads  # inference threads of this call's detectors (1 in a call process of the fleet)
         self.origin = as_unix(interview.get("started_at")) or time.time()
+        self.room: dict[str, Any] | None = interview.get("room")  # stored form, secrets included
+        if self.room is not None and open_media is None:
+            raise ValueError("the call is on another platform and no way to open its media was given")
+        self.open_media = open_media
+        self.media: MediaSource | None = None
         self.peer = BotPeer(server_url, bot_token, clock=self.clock,
                             audio_chunk=self.policy.sampling.audio_chunk, resumed=resumed,
-                            video_wanted=video_wanted(self.policy))
+                            video_wanted=video_wanted(self.policy), receive=self.room is None)
         self.stats = SessionStats()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"detect-{self.interview_id[:8]}")
         self._analyzer: Analyzer | None = None
@@ -141,8 +152,13 @@ class CallSession:
         self._analyzer = Analyzer(self.policy, detectors, interview_id=self.interview_id)
         try:
             await self.peer.start()
+            if self.room is not None:
+                await self._join_media()
         except BaseException:
+            if self.peer.online:
+                await self.peer.stop()
             await loop.run_in_executor(self._executor, detectors.close)
+            self._executor.shutdown(wait=False)
             raise
         self._task = asyncio.create_task(self._run(), name=f"bot-{self.interview_id}")
         self._joined_at = self.clock()
@@ -160,6 +176,8 @@ class CallSession:
         if self._analyzer is not None:
             changes = await loop.run_in_executor(self._executor, self._analyzer.finish, self.clock())
             await self._send(changes, time.time())
+        if self.media is not None:
+            await self.media.leave()
         await self.peer.stop()
         if self._analyzer is not None:
             await loop.run_in_executor(self._executor, self._analyzer.detectors.close)
@@ -167,6 +185,17 @@ class CallSession:
         log.info("bot left interview %s: %d frames analysed (%.1f/s), %d audio chunks, %d event changes",
                  self.interview_id, self.stats.frames_analysed, self.stats.fps(), self.stats.audio_chunks,
                  self.stats.changes_sent)
+
+    async def _join_media(self) -> None:
+        """Enter the call on its platform; its tracks go to the peer's readers. `CallUnreachable` if it fails."""
+        assert self.room is not None and self.open_media is not None
+        kind = self.room.get("kind", "external")
+        self.media = self.open_media(self.room, lambda state: self.peer.say(f"Candidate's media ({kind}): {state}"))
+        try:
+            await self.media.join(self.peer.add_track)
+        except Exception as exc:
+            await self.media.leave()
+            raise CallUnreachable(f"the bot could not join the {kind} call: {exc}") from exc
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

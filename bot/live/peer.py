@@ -10,6 +10,10 @@ sessions (`video`, `audio`), so the pipeline keeps the same objects across
 reconnects. Page events become `PageObservation`s in a bounded queue. The bot
 sends no media; it sends ``bot_event``s (with a base64 JPEG snapshot) and a chat
 line when it joins and leaves.
+
+With ``receive=False`` (the call is on another platform) it offers to nobody: the
+media comes from a `bot.ports.MediaSource` whose tracks are handed to `add_track`,
+into the same readers.
 """
 from __future__ import annotations
 
@@ -57,6 +61,7 @@ class BotPeer:
         page_queue: int = 256,
         resumed: str | None = None,
         video_wanted: dict[str, int] | None = None,
+        receive: bool = True,
     ) -> None:
         self.server_url = server_url
         self.bot_token = bot_token
@@ -74,6 +79,7 @@ class BotPeer:
         self.audio_rate = audio_rate
         self.audio_ring = audio_ring
         self.on_media = on_media
+        self.receive = receive  # False: no WebRTC session with the candidate's page; tracks come via add_track
         self.answer_timeout = answer_timeout  # offer -> connected, else a new offer
         self.retry_grace = retry_grace  # failed/closed -> a new offer after this
         self.video: LatestFrame | None = None
@@ -164,6 +170,11 @@ class BotPeer:
 
     async def send_chat(self, text: str) -> bool:
         return await self._emit("chat", {"text": text[:500]})
+
+    def say(self, text: str) -> None:
+        """Post a chat line in the background (from a synchronous callback); dropped while offline."""
+        if not self._stopping:
+            self._spawn(self.send_chat(text))
 
     async def send_event(self, change: str, event: dict[str, Any], snapshot_jpeg: bytes | None = None,
                          taken_at: float | None = None) -> bool:
@@ -294,11 +305,12 @@ class BotPeer:
             if session is not None and (self._stale or self._wanted != session.remote_sid):
                 await self._close_session()
             self._stale = False
-            if self._wanted is not None and self.session is None and not self._stopping and self.online:
+            if (self.receive and self._wanted is not None and self.session is None and not self._stopping
+                    and self.online):
                 await self._open_session(self._wanted)
 
     async def _open_session(self, remote_sid: str) -> None:
-        session = ReceiveSession(remote_sid, on_track=self._on_track, on_trouble=self._on_trouble)
+        session = ReceiveSession(remote_sid, on_track=self.add_track, on_trouble=self._on_trouble)
         self.session = session
         offer = await session.create_offer()
         sent_at = time.monotonic()
@@ -318,7 +330,10 @@ class BotPeer:
         if session.state == "connected" and session.connected_at is not None:
             self.connect_seconds.append(session.connected_at - sent_at)
 
-    def _on_track(self, track: MediaStreamTrack) -> None:
+    def add_track(self, track: MediaStreamTrack) -> None:
+        """Read a received track (replacing the previous one of its kind) into `video` / `audio`."""
+        if self._stopping:  # the readers are closing or closed
+            return
         if track.kind == "video":
             if self.video is None:
                 self.video = LatestFrame(self.clock)

@@ -14,7 +14,7 @@ from typing import Any
 
 from bot.analysis.detectors import ModelPaths
 from bot.live.call import CallSession
-from bot.ports import Capacity
+from bot.ports import Capacity, OpenMedia
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 class CallRegistry:
     """Implements `bot.ports.Bots` in this process."""
 
-    def __init__(self, models: ModelPaths, *, max_calls: int = 4):
+    def __init__(self, models: ModelPaths, *, max_calls: int = 4, open_media: OpenMedia | None = None):
         self.models = models
+        self.open_media = open_media  # for calls on another platform (interviews with a room)
         self.max_calls = max_calls
         self.sessions: dict[str, CallSession] = {}
         self._lock = asyncio.Lock()
@@ -48,7 +49,7 @@ class CallRegistry:
             if running >= self.max_calls:
                 raise Capacity(f"this server analyses at most {self.max_calls} calls at once "
                                "(PROCTOR_MAX_BOTS); try again when one ends")
-            session = CallSession(interview, bot_token, server_url, self.models)
+            session = CallSession(interview, bot_token, server_url, self.models, open_media=self.open_media)
             await session.start()
             self.sessions[iid] = session
             log.info("bot joined interview %s (%d/%d calls)", iid, running + 1, self.max_calls)

@@ -16,6 +16,7 @@ from bot.ports import Mailer, Store, UnknownInterview
 from bot.report.data import ReportData
 from bot.report.pdf import build_pdf
 from bot.report.tables import build_csv, build_json
+from bot.rooms import public_room
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ class Reports:
             raise UnknownInterview(interview_id)
         events, audit = await asyncio.gather(
             self.store.list_events(interview_id, snapshots=snapshots), self.store.audit_log(interview_id))
+        if interview.get("room") is not None:  # a report never carries the room's pin or bearer token
+            interview = {**interview, "room": public_room(interview["room"])}
         policy = Policy.from_dict(interview.get("policy"))
         return ReportData(interview=interview, events=events, audit=audit, score=score(events, policy))
 

@@ -1,6 +1,9 @@
 /* Interviewer's page: the call with the candidate (this page offers), the proctoring bot's invitation and
  * presence, live alerts (toasts + timeline), review of events, end of interview and report links, chat.
  *
+ * At /interview/{id}/monitor it is the monitor, for a call held on another platform (a Janus room, a WHEP
+ * stream): the same page without the call (no camera, no offers), which says where the call is.
+ *
  * Test hooks: `window.proctorAlerts` (every `alert` received: {change, event, receivedAt}) and
  * `document.body.dataset.state` ("connecting" | "connected" | "in-call"; "ended" after End interview). */
 (function () {
@@ -11,6 +14,8 @@
   const el = P.el;
 
   window.proctorAlerts = [];
+  const monitor = /\/monitor\/?$/.test(location.pathname);
+  document.body.dataset.mode = monitor ? "monitor" : "call";
 
   // Titles and severities of the event types: the server's catalogue (GET /api/catalogue), the same one the
   // report uses; until it has loaded, an alert shows its type name.
@@ -98,7 +103,7 @@
     const pill = $("conn-status");
     const label = {
       connecting: "Connecting…",
-      connected: app.ended ? "Interview ended" : candidate() ? "Calling the candidate…" : "Connected",
+      connected: app.ended ? "Interview ended" : candidate() && !monitor ? "Calling the candidate…" : "Connected",
       "in-call": "In call",
     }[state];
     pill.textContent = label;
@@ -115,10 +120,12 @@
   function onParticipants(msg) {
     app.participants = Array.isArray(msg && msg.participants) ? msg.participants : [];
     const cand = candidate();
-    const ci = $("candidate-indicator");
-    ci.dataset.present = cand ? "true" : "false";
-    ci.textContent = cand ? "Candidate: " + (cand.name || "joined") : "Candidate not joined";
-    ci.className = "pill " + (cand ? "pill-info" : "pill-muted");
+    if (!monitor) { // the monitor's candidate is on the other platform: showPlatform() names them
+      const ci = $("candidate-indicator");
+      ci.dataset.present = cand ? "true" : "false";
+      ci.textContent = cand ? "Candidate: " + (cand.name || "joined") : "Candidate not joined";
+      ci.className = "pill " + (cand ? "pill-info" : "pill-muted");
+    }
 
     if (!app.participants.some((p) => p.role === "bot")) app.botStatus = null;
     renderBot();
@@ -139,6 +146,7 @@
   // ------------------------------------------------------------------ call (this page offers)
 
   async function syncCall() {
+    if (monitor) return; // the call is elsewhere
     await app.mediaReady;
     const cand = candidate();
     if (app.ended || !app.connected || !cand) {
@@ -236,6 +244,30 @@
       }
     } catch (err) {
       console.error("signal handling failed", msg.kind, err);
+    }
+  }
+
+  // ------------------------------------------------------------------ monitor: where the call is
+
+  async function showPlatform() {
+    $("platform-card").hidden = false;
+    $("chat-empty").textContent = "No messages yet. The bot reports here what it receives from the call.";
+    try {
+      const interview = await P.api("GET", "");
+      const room = interview && interview.room;
+      if (!room) {
+        $("platform-text").textContent = "This interview's call is on this server; you are watching its alerts only.";
+        return;
+      }
+      const where = room.kind === "janus"
+        ? "Janus VideoRoom " + room.room + " at " + room.url + ", candidate " + room.candidate
+        : room.kind === "whep" ? "the WHEP stream " + room.url : "another platform";
+      $("platform-text").textContent = "The call is held in " + where +
+        ". Invite the proctoring bot: it joins there; its alerts, the review and the report are here.";
+      const ci = $("candidate-indicator");
+      ci.textContent = room.kind === "janus" ? "Candidate: " + room.candidate : "Candidate's stream: WHEP";
+    } catch (err) {
+      $("platform-text").textContent = "Could not load where the call is. " + err.message;
     }
   }
 
@@ -534,7 +566,8 @@
       form: $("chat-form"), input: $("chat-input"), log: $("chat-log"), empty: $("chat-empty"),
     });
 
-    app.mediaReady = startLocalMedia();
+    app.mediaReady = monitor ? Promise.resolve(null) : startLocalMedia();
+    if (monitor) showPlatform();
     loadCatalogue();
     loadEvents();
 
