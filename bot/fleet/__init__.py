@@ -60,6 +60,7 @@ class FleetSettings:
     load_scope: str = "worker"  # what the threshold measures: "worker" (the worker's own processes: a dedicated
     # worker host) or "machine" (the busier of the whole machine and the worker: a host shared with other work)
     max_calls: int = 4  # calls of one worker at once
+    overcommit: bool = False  # take calls even while running ones fall behind their rates (benchmarks)
     worker_timeout: float = 10.0  # s without a worker heartbeat before another worker takes its jobs
     max_restarts: int = 3  # restarts of one call's child before the call is given up (on_failed)
     stop_timeout: float = 10.0  # s a call's child has to finish after "stop" before it is killed
@@ -79,5 +80,6 @@ class FleetSettings:
             load_threshold=_number(env, "PROCTOR_LOAD_THRESHOLD", d.load_threshold, minimum=0.01),
             load_scope=_scope(env.get("PROCTOR_LOAD_SCOPE", "") or d.load_scope),
             max_calls=int(_number(env, "PROCTOR_MAX_BOTS", d.max_calls, minimum=1)),
+            overcommit=env.get("PROCTOR_OVERCOMMIT", "").strip().lower() in ("1", "true", "yes", "on"),
             worker_timeout=_number(env, "PROCTOR_WORKER_TIMEOUT", d.worker_timeout, minimum=0.5),
         )

@@ -453,7 +453,8 @@ class Supervisor:
         """True while not closing, under ``max_calls``, under ``load_threshold`` of the cores, and no running
         call is behind its pace."""
         return (not self._closing and len(self._calls) < self.settings.max_calls
-                and self.cpu_share < self.settings.load_threshold and not self.calls_behind())
+                and self.cpu_share < self.settings.load_threshold
+                and (self.settings.overcommit or not self.calls_behind()))
 
     def calls_behind(self) -> list[str]:
         """Running calls whose target says, with its last heartbeat, that it cannot keep its pace (``"behind"``

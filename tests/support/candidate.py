@@ -110,8 +110,47 @@ class RateLimited(MediaStreamTrack):
         self.source.stop()
 
 
+class Paced(MediaStreamTrack):
+    """Pre-encoded packets (``MediaPlayer(decode=False)``) sent at their own pace, across the player's loops
+    (a loop restarts the file's timestamps: they are rebased so time only goes forward)."""
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self.source = source
+        self._start: float | None = None
+        self._base = 0.0  # seconds added to the current pass's timestamps
+        self._last = 0.0  # media time of the last packet (rebased)
+        self._step = 0.02
+
+    async def recv(self) -> Any:
+        packet = await self.source.recv()
+        t = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else self._last
+        if t + self._base < self._last - 1e-6:  # the player looped: continue after the last packet
+            self._base = self._last + self._step - t
+        now_t = t + self._base
+        if now_t > self._last:
+            self._step = min(0.5, now_t - self._last)
+        self._last = now_t
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time() - now_t
+        wait = self._start + now_t - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return packet
+
+    def stop(self) -> None:
+        super().stop()
+        self.source.stop()
+
+
 class CandidatePeer:
-    """A candidate that answers WebRTC offers from any participant with real media."""
+    """A candidate that answers WebRTC offers from any participant with real media.
+
+    ``encoded``: a WebM file (VP8 + Opus) sent as it is, packet by packet, in a loop (aiortc packs the
+    pre-encoded frames): what a browser would send, without the cost of encoding it here, so a benchmark
+    measures the bots and not the candidates' encoders."""
 
     def __init__(
         self,
@@ -121,9 +160,12 @@ class CandidatePeer:
         audio_path: str | Path | None = None,
         *,
         ignore_offers: int = 0,
+        encoded: str | Path | None = None,
     ) -> None:
         self.server_url = server_url
         self.token = token
+        self.encoded = encoded
+        self._players: list[MediaPlayer] = []
         self.video = LoopingTrack(video_path, "video")
         self.audio = LoopingTrack(audio_path, "audio") if audio_path is not None else None
         self.ignore_offers = ignore_offers  # drop this many offers first (tests a re-offer)
@@ -149,6 +191,10 @@ class CandidatePeer:
 
     async def stop(self) -> None:
         await self.close_peer_connections()
+        for player in self._players:
+            for track in (player.video, player.audio):
+                if track is not None:
+                    track.stop()
         self.video.stop()
         if self.audio is not None:
             self.audio.stop()
@@ -191,6 +237,18 @@ class CandidatePeer:
             self.pcs[sender] = pc
             data = message["data"]
             await pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type=data["type"]))
+            if self.encoded is not None:
+                player = MediaPlayer(str(self.encoded), decode=False, loop=True)
+                self._players.append(player)
+                for track in (player.video, player.audio):
+                    if track is not None:
+                        pc.addTrack(Paced(track))
+                await pc.setLocalDescription(await pc.createAnswer())
+                answer = pc.localDescription
+                await self.sio.emit(
+                    "signal", {"to": sender, "kind": "answer", "data": {"type": answer.type, "sdp": answer.sdp}})
+                self.answers_sent += 1
+                return
             video: MediaStreamTrack = self._relay.subscribe(self.video, buffered=False)
             want = data.get("send") if isinstance(data.get("send"), dict) else {}
             if want.get("maxFramerate"):  # the bot asks for only what it samples, as the real page honours
