@@ -364,7 +364,12 @@ class Store:
         return ev
 
     async def list_events(self, interview_id: str, *, snapshots: bool = False) -> list[Event]:
-        """The interview's events ordered by start (including ones still in the spool)."""
+        """The interview's events ordered by start (including ones still in the spool).
+
+        The spool is read before the database: the flusher writes an entry to the database before it removes
+        it from the spool, so a flush between the two reads leaves the newer version in one of them; the
+        newer of the two (by ``rev``) wins."""
+        spooled = await asyncio.to_thread(self.spool.items, interview_id) if len(self.spool) else []
         try:
             docs = await self.events.find({"interview_id": interview_id}).sort(
                 [("start", 1), ("_id", 1)]).to_list(None)
@@ -375,9 +380,12 @@ class Store:
         except DB_DOWN as exc:
             raise StoreUnavailable(f"database unavailable: {exc}") from exc
         by_id = {d["_id"]: self._event(d, snaps.get(d["_id"])) for d in docs}
-        if len(self.spool):
-            for item in await asyncio.to_thread(self.spool.items, interview_id):
+        revs = {d["_id"]: int(d.get("rev") or 0) for d in docs}
+        if spooled:
+            for item in spooled:
                 ev, old = item.event, by_id.get(item.event.id)
+                if old is not None and revs.get(ev.id, 0) >= item.rev:
+                    continue  # flushed meanwhile: the database has this version or a newer one
                 if old is not None:
                     ev.review = ev.review or old.review
                     ev.snapshot = ev.snapshot or old.snapshot

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = "proctor-bot-webhooks/1"
 RETRY_STATUSES = (408, 429)
+CLOSE_GRACE = 2.0  # s the sender's loop has to stop by itself on close before it is cancelled
 
 
 class Outbox(Protocol):
@@ -115,6 +116,7 @@ class WebhookSender:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        self._claimed: set[str] = set()  # deliveries this sender leased and has not settled yet
 
     # -- the port --------------------------------------------------------------------------------
     async def send(self, event: str, data: dict[str, Any], *, key: str | None = None) -> str:
@@ -156,12 +158,28 @@ class WebhookSender:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="webhook-sender")
 
     async def close(self) -> None:
-        """Stop sending (deliveries being posted go back to the outbox, due now); the outbox keeps the rest."""
+        """Stop sending (deliveries being posted go back to the outbox, due now); the outbox keeps the rest.
+
+        The loop is asked to stop at its next turn first (a claim under way completes, so its deliveries are
+        known); only a loop still busy after ``CLOSE_GRACE`` s is cancelled. Whatever this sender still holds
+        is released, so the next start (or another node) need not wait for the lease to pass."""
         self._closed = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), CLOSE_GRACE)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webhook sender ended with an error")
+        for did in list(self._claimed):
+            with contextlib.suppress(Exception):
+                await self.outbox.release(did)
+        self._claimed.clear()
         if self._session is not None:
             await self._session.close()
 
@@ -175,6 +193,7 @@ class WebhookSender:
             try:
                 await self._save_held()
                 docs = await self.outbox.claim(self.batch, self.lease)
+                self._claimed.update(str(doc["_id"]) for doc in docs)
                 if docs:
                     await asyncio.gather(*(self._deliver(doc) for doc in docs))
                     continue  # there may be more due
@@ -207,6 +226,12 @@ class WebhookSender:
 
     async def _deliver(self, doc: dict[str, Any]) -> None:
         did = str(doc["_id"])
+        try:
+            await self._deliver_held(did, doc)
+        finally:
+            self._claimed.discard(did)
+
+    async def _deliver_held(self, did: str, doc: dict[str, Any]) -> None:
         attempts = int(doc.get("attempts") or 0) + 1
         try:
             status, error, retry_after = await self._post(did, str(doc.get("event")), str(doc["body"]).encode())
