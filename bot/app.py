@@ -28,7 +28,7 @@ from adapters.outbox import MongoOutbox
 from adapters.store import Store as MongoStore
 from adapters.webhooks import WebhookSender
 from bot.analysis.detectors import ModelPaths
-from bot.callproc import CALL_TARGET, call_context, notify_failed
+from bot.callproc import make_worker
 from bot.fleet import FleetSettings
 from bot.fleet.bots import FleetBots
 from bot.fleet.jobs import Dispatch, JobSource, RedisDispatch, RedisJobSource
@@ -87,13 +87,6 @@ def check_models(settings: Settings) -> ModelPaths:
     """Every model, resolved and verified: fails at start, in one line (`ModelError`), rather than when the
     first bot is invited."""
     return model_paths(settings)
-
-
-def make_worker(source: JobSource, models: ModelPaths, fleet: FleetSettings | None = None, *,
-                drain_timeout: float | None = None) -> Worker:
-    """A worker whose calls each run in a child process (``bot.callproc``) with these models."""
-    return Worker(source, CALL_TARGET, fleet or FleetSettings.from_env(), on_failed=notify_failed,
-                  drain_timeout=drain_timeout, context=call_context(models))
 
 
 @asynccontextmanager
@@ -162,21 +155,20 @@ async def _fleet(settings: Settings, stack: AsyncExitStack, models: ModelPaths |
                  fleet: FleetSettings | None) -> tuple[Bots, Worker | None]:
     """The fleet's dispatch for this server, and the local worker when ``models`` are given."""
     fleet = fleet or FleetSettings.from_env()
-    source: JobSource
+    source: JobSource | None = None  # the local worker's
     if settings.redis_url:
         redis_dispatch = RedisDispatch(settings.redis_url)
         stack.push_async_callback(redis_dispatch.close)
         dispatch: Dispatch = redis_dispatch
-        source_needed = models is not None
-        source = RedisJobSource(settings.redis_url, worker_timeout=fleet.worker_timeout) if source_needed \
-            else LocalJobs()
+        if models is not None:
+            source = RedisJobSource(settings.redis_url, worker_timeout=fleet.worker_timeout)
     else:
         local_jobs = LocalJobs()
         dispatch, source = local_jobs, local_jobs
         if models is None:
             log.warning("no local worker and no REDIS_URL: no bot can join a call; invitations answer 503")
     worker = None
-    if models is not None:
+    if models is not None and source is not None:
         worker = make_worker(source, models, fleet)
         worker.start()
         log.info("local worker %s: up to %d calls, each in its own process", source.worker_id, fleet.max_calls)

@@ -29,9 +29,9 @@ import aiohttp
 from adapters.models import model_paths
 from bot.analysis.detectors import ModelPaths
 from bot.fleet import FleetSettings, Job
-from bot.fleet.jobs import RedisJobSource
+from bot.fleet.jobs import JobSource, RedisJobSource
 from bot.fleet.supervisor import CallControl
-from bot.fleet.worker import run_worker
+from bot.fleet.worker import Worker, serve_worker
 from bot.settings import Settings
 
 log = logging.getLogger("proctor.call")
@@ -43,6 +43,14 @@ STATS_EVERY = 1.0  # s between refreshes of the stats a heartbeat carries
 def call_context(models: ModelPaths) -> dict[str, Any]:
     """What the worker gives every call's process."""
     return {"models": models}
+
+
+def make_worker(source: JobSource, models: ModelPaths, fleet: FleetSettings | None = None, *,
+                drain_timeout: float | None = None) -> Worker:
+    """A worker whose calls each run in a child process (``run_call``) with these models: ``proctor worker``'s,
+    and ``proctor serve``'s local one."""
+    return Worker(source, CALL_TARGET, fleet or FleetSettings.from_env(), on_failed=notify_failed,
+                  drain_timeout=drain_timeout, context=call_context(models))
 
 
 async def run_call(job: Job, control: CallControl) -> None:
@@ -114,8 +122,7 @@ def work(settings: Settings, *, drain_timeout: float | None = None, worker_id: s
         source = RedisJobSource(settings.redis_url, worker_id=worker_id, worker_timeout=fleet.worker_timeout)
         log.info("worker %s: up to %d calls below %.0f%% CPU, on %s", source.worker_id, fleet.max_calls,
                  fleet.load_threshold * 100, _redacted(settings.redis_url))
-        await run_worker(source, CALL_TARGET, fleet, on_failed=notify_failed, drain_timeout=drain_timeout,
-                         context=call_context(models))
+        await serve_worker(make_worker(source, models, fleet, drain_timeout=drain_timeout))
 
     asyncio.run(main())
 

@@ -430,8 +430,7 @@ class Hub:
             return
         p, msg = got
         assert isinstance(msg, protocol.PageEvent)
-        started = self.started.get(p.interview_id)
-        t = 0.0 if started is None else max(0.0, round(time.time() - started, 3))
+        t = self._call_time(p.interview_id, time.time())
         await self.sio.emit("page_event", {"kind": msg.kind, "active": msg.active, "t": t},
                             room=bot_room(p.interview_id))  # wherever the bot's node is
 

@@ -237,7 +237,7 @@ async def test_a_call_that_keeps_crashing_is_given_up_and_the_interviewer_is_tol
     """Models that cannot load make every attempt of the call's process fail: after its restarts the worker gives
     the call up, tells the server with the bot's token, and the interviewer's socket gets ``bot_status``."""
     from bot.analysis.detectors import ModelPaths
-    from bot.app import make_worker
+    from bot.callproc import make_worker
     from tests.support.clients import Peer
 
     broken = ModelPaths(yunet=tmp_path / "missing.onnx", face_landmarker=tmp_path / "missing.task",

@@ -292,7 +292,12 @@ async def run_worker(source: JobSource, target: str, settings: FleetSettings | N
                      context: dict[str, Any] | None = None) -> None:
     """The asyncio main of ``proctor worker``: a ``Worker`` with signal handling. The first SIGTERM or
     SIGINT drains, a second one hands the running calls off to other workers; returns when done."""
-    worker = Worker(source, target, settings, on_failed=on_failed, drain_timeout=drain_timeout, context=context)
+    await serve_worker(Worker(source, target, settings, on_failed=on_failed, drain_timeout=drain_timeout,
+                              context=context))
+
+
+async def serve_worker(worker: Worker) -> None:
+    """Run ``worker`` until it is drained, with signal handling (see ``run_worker``); closes its source."""
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
 
@@ -309,7 +314,7 @@ async def run_worker(source: JobSource, target: str, settings: FleetSettings | N
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
-        await source.close()
+        await worker.source.close()
 
 
 def main(argv: list[str] | None = None) -> None:
