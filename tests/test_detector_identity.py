@@ -152,3 +152,52 @@ def test_the_check_interval_is_a_policy_setting():
     with pytest.raises(PolicyError, match="identity_every"):
         Policy.from_dict({"sampling": {"identity_every": 0}})
     assert Policy().rules["identity_changed"].threshold == 0.45
+
+
+def checks_over(detectors, frames: list[np.ndarray], fps: float = 5.0) -> list[tuple[float, float]]:
+    """Run the face and identity detectors as the pipeline does: (time, distance) of every check made."""
+    faces, ident = detectors
+    ident.reset()
+    out = []
+    for i, img in enumerate(frames):
+        frame = VideoFrame(i / fps, img)
+        obs = faces.process(frame)
+        ident.track(frame, obs)
+        checked = ident.process(frame, obs)
+        if checked is not None:
+            out.append((frame.t, checked.distance))
+    return out
+
+
+def played(name: str, seconds: float, fps: float = 5.0) -> list[np.ndarray]:
+    return list(clip(ASL / name)(int(seconds * fps), int(fps)))
+
+
+def test_checks_slow_down_on_an_unbroken_track_and_resume_at_once_after_a_cut(detectors):
+    _, ident = detectors
+    settled = Policy().sampling.identity_settled_every
+    # the same person for 40 s, played forwards and backwards: the face is never lost
+    same = checks_over(detectors, played("again.mkv", 40))
+    times = [t for t, _ in same]
+    print("\nchecks on one unbroken track:", same)
+    assert len(times) <= 2 + 2 + 40 / settled + 1  # enrolment (~2 s), two at 2 s, then one every 10 s
+    assert times[-1] - times[-2] >= settled - 0.3 and ident.settled
+    assert all(d <= Policy().rules["identity_changed"].threshold for _, d in same)
+    # the feed cuts to another person sitting at the same place: the track breaks, the next face is checked
+    cut_at = 30.0
+    frames = played("again.mkv", cut_at) + played("night.mkv", 10)
+    checks = checks_over(detectors, frames)
+    after = [(t, d) for t, d in checks if t >= cut_at]
+    print("checks around a cut:", checks)
+    assert after and after[0][0] <= cut_at + 0.6, after
+    assert after[0][1] > Policy().rules["identity_changed"].threshold  # judged another person at once
+    assert ident.breaks >= 1 and not ident.settled
+    assert [t for t, _ in after[:3]] == pytest.approx([after[0][0], after[0][0] + 2, after[0][0] + 4], abs=0.3)
+
+
+def test_the_settled_interval_is_a_policy_setting():
+    from bot.analysis.policy import PolicyError
+
+    assert Policy.from_dict({"sampling": {"identity_settled_every": 30}}).sampling.identity_settled_every == 30.0
+    with pytest.raises(PolicyError, match="identity_settled_every"):
+        Policy.from_dict({"sampling": {"identity_every": 5, "identity_settled_every": 2}})

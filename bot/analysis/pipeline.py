@@ -107,6 +107,8 @@ class Analyzer:
                 self.timings.add(name, started)
         face_obs = next((o for o in observations if isinstance(o, FaceObservation)), None)
         # not on a frame that also ran YOLO: one embedding (~150 ms) plus both would overrun a 5/s face period
+        if d.identity is not None and face_obs is not None:
+            d.identity.track(frame, face_obs)  # every face sample: checks follow breaks in the face track
         if d.identity is not None and face_obs is not None and "objects" not in due and d.identity.due(frame.t):
             started = time.perf_counter()
             checked = d.identity.process(frame, face_obs)

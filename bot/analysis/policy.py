@@ -33,7 +33,9 @@ class Sampling:
     object_fps: float = 1.0  # YOLO
     camera_fps: float = 2.0  # black / covered / frozen
     audio_chunk: float = 0.5  # seconds of audio per voice-activity decision
-    identity_every: float = 2.0  # seconds between two face-identity checks (after the enrolment)
+    identity_every: float = 2.0  # seconds between two face-identity checks while the seat is unsettled
+    # ...and once two checks agreed with the candidate and the face has been tracked without a break since
+    identity_settled_every: float = 10.0
 
 
 @dataclass
@@ -168,6 +170,9 @@ class Policy:
             raise PolicyError(f"sampling.audio_chunk must be in [0.1, 5] seconds, got {s.audio_chunk}")
         if not 0.2 <= s.identity_every <= 60:
             raise PolicyError(f"sampling.identity_every must be in [0.2, 60] seconds, got {s.identity_every}")
+        if not s.identity_every <= s.identity_settled_every <= 600:
+            raise PolicyError("sampling.identity_settled_every must be in [identity_every, 600] seconds, "
+                              f"got {s.identity_settled_every}")
         for name, r in self.rules.items():
             if r.dwell < 0 or r.window < 0 or r.gap < 0:
                 raise PolicyError(f"rules.{name}: dwell, window and gap must be >= 0")

@@ -169,8 +169,8 @@ class FaceDetector:
         if found is None:
             return []
         if scale < 1.0:
-            found = found.copy()
-            found[:, :14] /= scale  # boxes and 5 points back to frame pixels
+            found = np.asarray(found, np.float32).copy()
+            found[:, :14] *= np.float32(1.0 / scale)  # boxes and 5 points back to frame pixels
         keep = [r for r in found if r[14] >= min_score and min(r[2], r[3]) >= min_side]
         keep.sort(key=lambda r: float(r[2] * r[3]), reverse=True)
         return keep

@@ -14,15 +14,26 @@ not an event).
   ``MIN_EYE_SPAN`` pixels apart. A turned head says little about identity and is skipped, not judged.
 * Enrolment: the first ``ENROL_SAMPLES`` usable faces, at least ``ENROL_SPACING`` s apart, make the
   candidate's gallery; when they do not agree with each other (a different person sat down during it) the
-  enrolment starts over from the latest one. After it, one face every ``sampling.identity_every`` seconds
-  (2 s by default) is compared: its distance is the smallest to any gallery embedding.
+  enrolment starts over from the latest one. After it, a face is compared now and then: its distance is
+  the smallest to any gallery embedding.
+* How often: a person cannot take the seat between two face samples (0.2 s) without the face track
+  breaking, so the checks follow the track (``track()``, every face sample, ~0.1 ms). The track breaks when
+  the seat does not hold exactly one face, or the face jumps between two samples (its centre moves more than
+  ``TRACK_MAX_SHIFT`` of its side, its size changes beyond ``TRACK_MAX_SCALE``) or changes colour (the
+  Bhattacharyya distance of its hue-saturation histograms is over ``TRACK_MAX_HIST``: a video feed cut to
+  another person at the same place). After a break the next usable face is checked at once, then one every
+  ``sampling.identity_every`` s (2 s); after ``SETTLE_CHECKS`` checks in a row agree with the candidate on
+  an unbroken track, one every ``sampling.identity_settled_every`` s (10 s). On the composed scenarios of
+  benchmarks/eval_detection.py every cut between two people (and none of the frames within a clip) breaks
+  the track (calibrated on them: cuts move the face by 0.26-0.88 of its side or change its histogram by
+  0.19-0.57; within a clip the 99th percentile is 0.19-0.45 of shift on a moving head, 0.22-0.32 histogram).
 * The detector keeps the enrolled chip and the last compared chip so the pipeline can put them side by
   side as evidence (`evidence()`).
 
 Cost: one embedding (chip + descriptor) ~130 ms of CPU on this 2-core machine (dlib-bin, AVX, no BLAS; thread
-time, benchmarks/identity_distances.py; 150 ms mean wall time in benchmarks/bench_detectors.py), i.e. ~65-75 ms
-per second of video at one check every 2 s, more than YOLO at 1/s; the enrolment takes 5 checks 0.4 s apart.
-The pipeline never runs a check on a frame that also runs YOLO.
+time, benchmarks/identity_distances.py; 150 ms mean wall time in benchmarks/bench_detectors.py): ~15 ms per
+second of video on a settled seat (one check every 10 s) instead of 65-75 at one every 2 s; the enrolment
+takes 5 checks 0.4 s apart. The pipeline never runs a check on a frame that also runs YOLO.
 """
 from __future__ import annotations
 
@@ -43,6 +54,11 @@ MIN_EYE_SPAN = 18.0  # pixels between the outer eye corners
 ENROL_SAMPLES = 5
 ENROL_SPACING = 0.4  # seconds between enrolment samples
 ENROL_AGREE = 0.5  # enrolment samples must be within this distance of the first one
+SETTLE_CHECKS = 2  # checks in a row agreeing with the candidate, on an unbroken track, to settle the seat
+TRACK_MAX_SHIFT = 0.25  # the face's centre moved more than this share of its side since the last sample
+TRACK_MAX_SCALE = 1.25  # its side grew or shrank by more than this factor
+TRACK_MAX_HIST = 0.2  # Bhattacharyya distance of its hue-saturation histograms
+TRACK_MAX_GAP = 1.0  # seconds between two face samples beyond which the track is broken
 
 
 class IdentityDetector:
@@ -58,6 +74,9 @@ class IdentityDetector:
         self._gallery: list[np.ndarray] = []
         self._enrolled_at: float | None = None
         self._last_t = -np.inf
+        self._track: tuple[float, tuple[int, int, int, int], np.ndarray] | None = None
+        self._agreed = 0  # checks in a row that agreed with the candidate since the track last broke
+        self.breaks = 0  # how often the track broke (for the benchmarks)
         self.enrolled_chip: np.ndarray | None = None  # BGR, CHIP_SIZE square
         self.last_chip: np.ndarray | None = None
         self.last_t: float | None = None
@@ -71,9 +90,38 @@ class IdentityDetector:
 
     # -- per frame ------------------------------------------------------------------------------
 
+    @property
+    def settled(self) -> bool:
+        return self.enrolled and self._agreed >= SETTLE_CHECKS
+
     def due(self, t: float) -> bool:
-        step = ENROL_SPACING if not self.enrolled else self.policy.sampling.identity_every
+        if not self.enrolled:
+            step = ENROL_SPACING
+        elif self.settled:
+            step = self.policy.sampling.identity_settled_every
+        else:
+            step = self.policy.sampling.identity_every
         return t - self._last_t >= step - 1e-6
+
+    def track(self, frame: VideoFrame, faces: FaceObservation) -> None:
+        """Every face sample: does the face in the seat continue the one of the last sample?"""
+        current = None
+        if faces.count == 1 and faces.faces:
+            box = faces.faces[0].box
+            hist = _histogram(frame.image, box)
+            if hist is not None:
+                current = (frame.t, box, hist)
+        if current is None or self._track is None or not _continues(self._track, current):
+            self._break()
+        self._track = current
+
+    def _break(self) -> None:
+        if self._track is None and self._agreed == 0:
+            return  # already broken
+        self.breaks += 1
+        if self.settled:
+            self._last_t = -np.inf  # the next usable face is checked at once
+        self._agreed = 0
 
     def process(self, frame: VideoFrame, faces: FaceObservation) -> IdentityObservation | None:
         """None when no check is due or the face is not usable; else the distance to the candidate."""
@@ -95,6 +143,8 @@ class IdentityDetector:
             return None
         self.last_chip, self.last_t = chip, frame.t
         distance = min(float(np.linalg.norm(emb - g)) for g in self._gallery)
+        threshold = self.policy.rules["identity_changed"].threshold
+        self._agreed = self._agreed + 1 if distance <= threshold and self._track is not None else 0
         return IdentityObservation(t=frame.t, distance=round(distance, 4), enrolled_at=float(self._enrolled_at or 0.0))
 
     def chip(self, image: np.ndarray, landmarks) -> np.ndarray:
@@ -119,6 +169,31 @@ class IdentityDetector:
             return None
         return side_by_side(self.enrolled_chip, self.last_chip, frame,
                             f"enrolled {self._enrolled_at or 0:.0f} s", f"now {self.last_t or 0:.0f} s")
+
+
+def _histogram(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray | None:
+    x, y, w, h = box
+    h_img, w_img = image.shape[:2]
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(w_img, x + w), min(h_img, y + h)
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return None
+    hsv = cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_BGR2HSV)
+    hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256])
+    cv2.normalize(hist, hist, 1.0, 0.0, cv2.NORM_L1)
+    return hist
+
+
+def _continues(prev: tuple[float, tuple[int, int, int, int], np.ndarray],
+               cur: tuple[float, tuple[int, int, int, int], np.ndarray]) -> bool:
+    (t0, (x0, y0, w0, h0), h_0), (t1, (x1, y1, w1, h1), h_1) = prev, cur
+    if not 0.0 <= t1 - t0 <= TRACK_MAX_GAP:
+        return False
+    side = max(w1, h1, 1)
+    shift = float(np.hypot(x1 + w1 / 2 - x0 - w0 / 2, y1 + h1 / 2 - y0 - h0 / 2)) / side
+    scale = max(w1, 1) / max(w0, 1)
+    if shift > TRACK_MAX_SHIFT or not 1 / TRACK_MAX_SCALE <= scale <= TRACK_MAX_SCALE:
+        return False
+    return float(cv2.compareHist(h_0, h_1, cv2.HISTCMP_BHATTACHARYYA)) <= TRACK_MAX_HIST
 
 
 def usable(faces: FaceObservation) -> bool:
