@@ -180,13 +180,15 @@ def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(serve
     # the candidate's browser sends the bot only what it samples (faces at 5/s: 8 frames/s at most)
     sent = cand.execute_script("return window.proctorDebug.botSendParameters")
     assert sent and sent["maxFramerate"] == 8, sent
-    video = session.peer.video
-    n0, t0 = video.frames_received, time.monotonic()
+    video, audio = session.peer.video, session.peer.audio
+    n0, a0, t0 = video.frames_received, audio.frames_received, time.monotonic()
     time.sleep(4)
     received = (video.frames_received - n0) / (time.monotonic() - t0)
+    audio_packets = (audio.frames_received - a0) / (time.monotonic() - t0)
     print(f"frames the bot received from Chromium: {received:.1f}/s (camera 15/s, maxFramerate 8); "
-          f"analysed {session.stats.fps():.1f}/s")
+          f"analysed {session.stats.fps():.1f}/s; audio packets {audio_packets:.1f}/s (a=ptime:60 asked)")
     assert 4.0 <= received <= 9.5
+    assert 12.0 <= audio_packets <= 22.0  # 60 ms Opus packets (~16.7/s), not Chromium's default 20 ms (50/s)
 
     token = iv["interviewer_url"].split("token=")[1].split("&")[0]
 

@@ -4,7 +4,10 @@ The bot offers (``recvonly`` video and audio, no tracks of its own); aiortc
 gathers every ICE candidate inside ``setLocalDescription``, so the offer is
 complete and nothing is trickled. The remote side answers once; candidates it
 trickles anyway are added (mDNS ``.local`` ones are skipped: aioice cannot
-resolve them). A session is never restarted: the bot replaces it with a new one
+resolve them). The offer asks for 60 ms audio packets (``a=ptime:60``, which
+Chromium's Opus encoder follows) instead of 20 ms: the bot judges audio in
+0.5 s chunks, so it takes a third of the packets to receive, decrypt and decode
+for the same sound. A session is never restarted: the bot replaces it with a new one
 (see `bot.live.peer.BotPeer`).
 """
 from __future__ import annotations
@@ -21,6 +24,26 @@ from aiortc.sdp import candidate_from_sdp
 log = logging.getLogger(__name__)
 
 MAX_EARLY_CANDIDATES = 64
+AUDIO_PTIME_MS = 60  # audio packet length the bot asks for (Opus allows 10-120 ms)
+
+
+def ask_ptime(sdp: str, ms: int = AUDIO_PTIME_MS) -> str:
+    """The SDP with ``a=ptime:ms`` in every audio section that has none."""
+    nl = "\r\n" if "\r\n" in sdp else "\n"
+    sections: list[list[str]] = [[]]
+    for line in sdp.split(nl):
+        if line.startswith("m="):
+            sections.append([])
+        sections[-1].append(line)
+    out: list[str] = []
+    for lines in sections:
+        if lines and lines[0].startswith("m=audio") and not any(x.startswith("a=ptime:") for x in lines):
+            while lines and lines[-1] == "":
+                lines.pop()
+            lines.append(f"a=ptime:{ms}")
+        out.extend(lines)
+    text = nl.join(out)
+    return text if text.endswith(nl) else text + nl
 
 
 class ReceiveSession:
@@ -59,7 +82,7 @@ class ReceiveSession:
         """The complete offer (ICE gathered), as the ``data`` of a ``signal``."""
         await self.pc.setLocalDescription(await self.pc.createOffer())
         offer = self.pc.localDescription
-        return {"type": offer.type, "sdp": offer.sdp}
+        return {"type": offer.type, "sdp": ask_ptime(offer.sdp)}
 
     async def accept_answer(self, data: Any) -> bool:
         """Apply the remote answer; False if it is not one this session waits for."""

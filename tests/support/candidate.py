@@ -110,39 +110,44 @@ class RateLimited(MediaStreamTrack):
         self.source.stop()
 
 
-class Paced(MediaStreamTrack):
-    """Pre-encoded packets (``MediaPlayer(decode=False)``) sent at their own pace, across the player's loops
-    (a loop restarts the file's timestamps: they are rebased so time only goes forward)."""
+class EncodedTrack(MediaStreamTrack):
+    """One stream of a pre-encoded file (packets read once into memory), sent packet by packet at the pace of
+    its timestamps, looping with timestamps that keep going forward. No thread, nothing queued: aiortc's
+    ``MediaPlayer(decode=False, loop=True)`` stops throttling after its first loop (its check compares the
+    looped timestamps with the time since the start), so its reader thread spins and its queue grows: that
+    was most of a benchmark candidate's CPU."""
 
-    def __init__(self, source: MediaStreamTrack) -> None:
+    def __init__(self, path: str | Path, kind: str) -> None:
         super().__init__()
-        self.kind = source.kind
-        self.source = source
+        self.kind = kind
+        with av.open(str(path)) as c:
+            stream = c.streams.video[0] if kind == "video" else c.streams.audio[0]
+            self._time_base = stream.time_base
+            packets = [p for p in c.demux(stream) if p.size and p.pts is not None]
+        first = packets[0].pts
+        self._packets = [(p, int(p.pts - first)) for p in packets]
+        step = (self._packets[-1][1] - self._packets[0][1]) / max(1, len(self._packets) - 1)
+        self._length = self._packets[-1][1] + max(1, round(step))  # one pass, in time-base units
+        self._i = 0
         self._start: float | None = None
-        self._base = 0.0  # seconds added to the current pass's timestamps
-        self._last = 0.0  # media time of the last packet (rebased)
-        self._step = 0.02
 
     async def recv(self) -> Any:
-        packet = await self.source.recv()
-        t = float(packet.pts * packet.time_base) if packet.pts is not None and packet.time_base else self._last
-        if t + self._base < self._last - 1e-6:  # the player looped: continue after the last packet
-            self._base = self._last + self._step - t
-        now_t = t + self._base
-        if now_t > self._last:
-            self._step = min(0.5, now_t - self._last)
-        self._last = now_t
-        loop = asyncio.get_running_loop()
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop_n, k = divmod(self._i, len(self._packets))
+        self._i += 1
+        packet, pts = self._packets[k]
+        pts += loop_n * self._length
+        at = float(pts * self._time_base)
+        clock = asyncio.get_running_loop()
         if self._start is None:
-            self._start = loop.time() - now_t
-        wait = self._start + now_t - loop.time()
+            self._start = clock.time() - at
+        wait = self._start + at - clock.time()
         if wait > 0:
             await asyncio.sleep(wait)
+        packet.pts = packet.dts = pts
+        packet.time_base = self._time_base
         return packet
-
-    def stop(self) -> None:
-        super().stop()
-        self.source.stop()
 
 
 class CandidatePeer:
@@ -165,7 +170,6 @@ class CandidatePeer:
         self.server_url = server_url
         self.token = token
         self.encoded = encoded
-        self._players: list[MediaPlayer] = []
         self.video = LoopingTrack(video_path, "video")
         self.audio = LoopingTrack(audio_path, "audio") if audio_path is not None else None
         self.ignore_offers = ignore_offers  # drop this many offers first (tests a re-offer)
@@ -191,10 +195,6 @@ class CandidatePeer:
 
     async def stop(self) -> None:
         await self.close_peer_connections()
-        for player in self._players:
-            for track in (player.video, player.audio):
-                if track is not None:
-                    track.stop()
         self.video.stop()
         if self.audio is not None:
             self.audio.stop()
@@ -238,11 +238,8 @@ class CandidatePeer:
             data = message["data"]
             await pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type=data["type"]))
             if self.encoded is not None:
-                player = MediaPlayer(str(self.encoded), decode=False, loop=True)
-                self._players.append(player)
-                for track in (player.video, player.audio):
-                    if track is not None:
-                        pc.addTrack(Paced(track))
+                for kind in ("video", "audio"):
+                    pc.addTrack(EncodedTrack(self.encoded, kind))
                 await pc.setLocalDescription(await pc.createAnswer())
                 answer = pc.localDescription
                 await self.sio.emit(
