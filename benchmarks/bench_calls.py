@@ -59,7 +59,7 @@ def recording(root: Path) -> tuple[Path, Path]:
                    Segment("empty", 8.0, still(MEDIA / "images/room_laptop.jpg"))])
     webm = root / "call.webm"
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(path), "-r", "8", "-c:v", "libvpx",
-                    "-b:v", "600k", "-deadline", "realtime", "-g", "16", "-c:a", "libopus", "-ar", "48000",
+                    "-b:v", "500k", "-deadline", "realtime", "-g", "16", "-c:a", "libopus", "-ar", "48000",
                     "-ac", "1", "-b:a", "32k", "-frame_duration", "60", str(webm)], check=True)
     return path, webm
 

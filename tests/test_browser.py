@@ -179,7 +179,7 @@ def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(serve
 
     # the candidate's browser sends the bot only what it samples (faces at 5/s: 8 frames/s at most)
     sent = cand.execute_script("return window.proctorDebug.botSendParameters")
-    assert sent and sent["maxFramerate"] == 8, sent
+    assert sent and sent["maxFramerate"] == 8 and sent["maxBitrate"] == 500_000, sent
     video, audio = session.peer.video, session.peer.audio
     n0, a0, t0 = video.frames_received, audio.frames_received, time.monotonic()
     time.sleep(4)
@@ -188,6 +188,19 @@ def test_candidate_in_chromium_is_proctored_and_the_interviewer_is_alerted(serve
     print(f"frames the bot received from Chromium: {received:.1f}/s (camera 15/s, maxFramerate 8); "
           f"analysed {session.stats.fps():.1f}/s; audio packets {audio_packets:.1f}/s (a=ptime:60 asked)")
     assert 4.0 <= received <= 9.5
+    sent_kbps = cand.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const bot = Array.from(window.proctorDebug.peers.values()).find((e) => e.role === "bot");
+        const bytes = async () => {
+          let n = 0;
+          (await bot.pc.getStats()).forEach((r) => { if (r.type === "outbound-rtp" && r.kind === "video") n += r.bytesSent; });
+          return n;
+        };
+        (async () => { const b0 = await bytes(); await new Promise((r) => setTimeout(r, 3000));
+                       done(((await bytes()) - b0) * 8 / 3000); })();
+    """)
+    print(f"video bitrate Chromium sends the bot: {sent_kbps:.0f} kbit/s (maxBitrate 500)")
+    assert 0 < sent_kbps <= 600  # capped (a little over for the packets' headers and key frames)
     assert 12.0 <= audio_packets <= 22.0  # 60 ms Opus packets (~16.7/s), not Chromium's default 20 ms (50/s)
 
     token = iv["interviewer_url"].split("token=")[1].split("&")[0]

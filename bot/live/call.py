@@ -43,13 +43,16 @@ OBJECTS_AT_LEAST_EVERY = 3.0  # s: a call that is behind still looks for objects
 STATE_EVERY = 2.0  # s between two bot_state heartbeats (the interviewer's page shows "gone" after 10 s without)
 MAX_RELOADS = 5  # detector failures a call survives by reloading the models; past it the call's process restarts
 MAX_HEIGHT = 480  # the detectors need no more (faces at 640x480; YOLO letterboxes to 640)
+MAX_BITRATE = 500_000  # bit/s: VP8 at 8 frames/s of 640x480 (~8 KB a frame); unbounded, a browser's estimate
+# on a good network climbs to 1-2.5 Mbit/s, which the bot would only receive, decrypt and decode
 
 
 def video_wanted(policy: Policy) -> dict[str, int]:
     """What the candidate's browser should encode for the bot: a frame rate a little above the highest sampling
-    rate (so the newest frame is never much older than a sampling instant) and at most 480 lines."""
+    rate (so the newest frame is never much older than a sampling instant), at most 480 lines and 500 kbit/s."""
     rate = Sampler.from_policy(policy.sampling).max_rate
-    return {"maxFramerate": max(2, min(30, math.ceil(rate * 1.5))), "maxHeight": MAX_HEIGHT}
+    return {"maxFramerate": max(2, min(30, math.ceil(rate * 1.5))), "maxHeight": MAX_HEIGHT,
+            "maxBitrate": MAX_BITRATE}
 
 
 class Pace:

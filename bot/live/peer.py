@@ -65,7 +65,8 @@ class BotPeer:
     ) -> None:
         self.server_url = server_url
         self.bot_token = bot_token
-        # What the candidate's page should send the bot (``maxFramerate``, ``maxHeight``): only what it samples
+        # What the candidate's page should send the bot (``maxFramerate``, ``maxHeight``, ``maxBitrate``):
+        # only what it samples
         self.video_wanted = video_wanted
         self.resumed = resumed  # why the previous bot of this call ended (a restart or a takeover), if any
         # One id per bot process: the server tells a reconnect of this bot (its open events go on) from

@@ -86,8 +86,8 @@
     for (const sid of Array.from(app.peers.keys())) closePeer(sid);
   }
 
-  // The bot samples a few frames per second: send it only those (its offer says how many, and how many
-  // lines it needs), so this browser encodes less and the bot receives and decodes less.
+  // The bot samples a few frames per second: send it only those (its offer says how many, how many lines
+  // and how many bits per second it needs), so this browser encodes less and the bot receives and decodes less.
   async function limitForBot(pc, want) {
     if (!want) return;
     for (const sender of pc.getSenders()) {
@@ -97,6 +97,7 @@
         if (!params.encodings || !params.encodings.length) params.encodings = [{}];
         const height = sender.track.getSettings().height || 0;
         if (want.maxFramerate > 0) params.encodings[0].maxFramerate = want.maxFramerate;
+        if (want.maxBitrate > 0) params.encodings[0].maxBitrate = want.maxBitrate;
         if (want.maxHeight > 0 && height > want.maxHeight) params.encodings[0].scaleResolutionDownBy = height / want.maxHeight;
         await sender.setParameters(params);
         app.botSendParameters = params.encodings[0]; // for the tests
