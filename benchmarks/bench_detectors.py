@@ -3,7 +3,8 @@
     python benchmarks/bench_detectors.py [--frames N] [--warmup N]
 
 Frames: student.mkv (640x480) and the two head-pose GIFs (480x270, also letterboxed to 640x480
-so every detector sees the 640x480 size used by the live bot). Audio: english.wav in 0.5 s chunks.
+so every detector sees the 640x480 size used by the live bot). Audio: french.aiff (speech nearly throughout)
+in 0.5 s chunks: Silero at 16 kHz (what the readers deliver) and 44.1 kHz (resampled), the spectral stand-in.
 Models come from PROCTOR_MODELS_DIR, else ../shared/models beside the repository.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ import av  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bot.analysis.detectors.audio import VoiceActivity  # noqa: E402
+from bot.analysis.detectors.audio import SpectralVoiceActivity, VoiceActivity  # noqa: E402
 from bot.analysis.detectors.camera import CameraHealth  # noqa: E402
 from bot.analysis.detectors.faces import FaceDetector  # noqa: E402
 from bot.analysis.detectors.objects import ObjectDetector  # noqa: E402
@@ -49,9 +50,9 @@ def video_frames(name: str, size: tuple[int, int] | None = (640, 480)) -> list[n
     return out
 
 
-def audio_chunks(name: str, seconds: float = 0.5) -> list[AudioChunk]:
+def audio_chunks(name: str, seconds: float = 0.5, rate: int | None = None) -> list[AudioChunk]:
     with av.open(str(MEDIA / "audio" / name)) as c:
-        sr = c.streams.audio[0].rate
+        sr = rate or c.streams.audio[0].rate
         rs = av.AudioResampler(format="flt", layout="mono", rate=sr)
         x = np.concatenate([r.to_ndarray().reshape(-1) for f in c.decode(audio=0) for r in rs.resample(f)])
     n = int(seconds * sr)
@@ -114,9 +115,16 @@ def main() -> None:
     bench("camera student.mkv", camera.process, student, args.frames * 5, args.warmup)
     bench("camera female-and-male.gif", camera.process, gif2, args.frames * 5, args.warmup)
 
-    vad = VoiceActivity(policy)
-    bench("audio  english.wav, 0.5 s chunks @44.1 kHz", vad.process, audio_chunks("english.wav"), args.frames * 5,
-          args.warmup)
+    from adapters.models import resolve_packaged
+
+    # the readers hand the detector 16 kHz chunks; 44.1 kHz goes through its resampler
+    vad = VoiceActivity(policy, resolve_packaged("silero_vad"))
+    for rate in (16000, 44100):
+        bench(f"audio  Silero, french.aiff 0.5 s @{rate / 1000:g} kHz", vad.process,
+              audio_chunks("french.aiff", rate=rate), args.frames * 5, args.warmup)
+    spectral = SpectralVoiceActivity(policy)
+    bench("audio  spectral, french.aiff 0.5 s @16 kHz", spectral.process, audio_chunks("french.aiff", rate=16000),
+          args.frames * 5, args.warmup)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bot.analysis.detectors import ModelPaths
-from bot.analysis.detectors.audio import VoiceActivity
+from bot.analysis.detectors.audio import SpectralVoiceActivity, VoiceActivity
 from bot.analysis.detectors.camera import CameraHealth
 from bot.analysis.detectors.faces import FaceDetector
 from bot.analysis.detectors.identity import IdentityDetector
@@ -33,7 +33,7 @@ class Detectors:
     faces: FaceDetector
     objects: ObjectDetector
     camera: CameraHealth
-    voice: VoiceActivity
+    voice: VoiceActivity | SpectralVoiceActivity
     identity: IdentityDetector | None = None
 
     @classmethod
@@ -45,7 +45,8 @@ class Detectors:
             faces=FaceDetector(policy, models.yunet, models.face_landmarker),
             objects=ObjectDetector(policy, models.yolo, threads=threads),
             camera=CameraHealth(policy),
-            voice=VoiceActivity(policy),
+            voice=(VoiceActivity(policy, models.silero_vad) if models.silero_vad is not None
+                   else SpectralVoiceActivity(policy)),
             identity=(IdentityDetector(policy, models.face_recognition)
                       if models.face_recognition is not None and policy.rules.get("identity_changed")
                       and policy.rules["identity_changed"].enabled else None),
@@ -54,6 +55,7 @@ class Detectors:
     def close(self) -> None:
         self.faces.close()
         self.objects.close()
+        self.voice.close()
         if self.identity is not None:
             self.identity.close()
 
@@ -85,6 +87,7 @@ class Analyzer:
         self.rules = RuleEngine(policy, interview_id=interview_id)
         if detectors.identity is not None:
             detectors.identity.reset()  # a new interview enrols its own candidate
+        detectors.voice.reset()  # and is a new audio stream
         self.timings = Timings()
         self._last_frame: VideoFrame | None = None
         self.samples = 0

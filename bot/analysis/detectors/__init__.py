@@ -16,3 +16,4 @@ class ModelPaths:
     face_landmarker: Path
     yolo: Path
     face_recognition: Path | None = None  # identity_changed; None: that rule does not run
+    silero_vad: Path | None = None  # voice activity; None: the spectral detector stands in (less precise)
