@@ -4,8 +4,9 @@ Starts Debian's redis-server, the embedded database, one ``proctor serve --no-wo
 worker`` (up to N calls, refusing none by load or by pace, ``PROCTOR_OVERCOMMIT``: this measures, it does not
 admit), then a separate process with N aiortc candidates streaming a composed recording with a face and speech
 (10 s of a person talking, then 8 s of an empty room with a laptop: face_missing and a laptop each loop, so
-alerts keep coming), pre-encoded as a browser would send it to the bot: VP8 at the 8 frames/s the bot asks
-for, and Opus in the 60 ms packets it asks for (Chromium follows both: tests/test_browser.py), sent packet by packet, so the candidates cost little. The bench process holds one interviewer
+alerts keep coming), pre-encoded as a browser would send it to the bot: VP8 at the 8 frames/s and 500 kbit/s
+the bot asks for, and Opus in the 60 ms packets it asks for (Chromium follows all three: tests/test_browser.py),
+sent packet by packet, so the candidates cost little. The bench process holds one interviewer
 socket per call.
 
 It prints a table per call and one line anyone can compare:
