@@ -37,7 +37,7 @@ from bot.analysis.offline import analyze_file  # noqa: E402
 from bot.analysis.policy import Policy  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from tests.support.paths import MEDIA  # noqa: E402
-from tests.support.scenario import Segment, black, clip, compose, frozen, still  # noqa: E402
+from tests.support.scenario import Segment, black, clip, compose, frozen, lit, postered, still  # noqa: E402
 
 V, IMG, ASL = MEDIA / "video", MEDIA / "images", MEDIA / "video/asl"
 PHONE = "suspicious_object/cell phone"
@@ -96,7 +96,8 @@ SCENARIOS: dict[str, list[tuple[Segment, set[str]]]] = {
         seg("empty_room", 20, clip(V / "one-by-one-person-detection.mp4", slice(0, 200)),
             expect={"face_missing"}),
     ],
-    # hard negatives: ID badges on lanyards, hands near the face (ASL signing), a head turned briefly
+    # hard negatives: ID badges on lanyards, hands near the face (ASL signing), a head turned briefly, a poster
+    # with faces, the light changing
     "negatives": [
         seg("badge_A", 8, clip(V / "student.mkv"), allow={PERSON}),
         seg("badge_A2", 6, clip(ASL / "again.mkv"), allow={PERSON}),
@@ -104,6 +105,10 @@ SCENARIOS: dict[str, list[tuple[Segment, set[str]]]] = {
         seg("gif_brief_turns", 6, clip(V / "head-pose-face-detection-female.gif", slice(6, 23)),
             allow={"identity_changed", "looking_away"}),
         seg("badge_A4", 8, clip(V / "student.mkv"), allow={PERSON}),
+        # a poster of two people on the wall behind the candidate; the light going down and up
+        seg("poster", 10, postered(clip(V / "student.mkv"), IMG / "two_people.jpg"), allow={PERSON}),
+        seg("lights_down", 6, lit(clip(V / "student.mkv"), 0.45), allow={PERSON}),
+        seg("lights_up", 6, lit(clip(ASL / "again.mkv"), 1.4), allow={PERSON}),
     ],
 }
 

@@ -117,3 +117,33 @@ def test_closed_detector_refuses_frames():
     d.close()  # idempotent
     with pytest.raises(RuntimeError):
         d.process(image("astronaut.png"))
+
+
+def with_poster(img, width: int = 160):
+    """A frame with two_people.jpg pinned to the wall at its top right, as a poster behind the candidate."""
+    poster = cv2.imread(str(MEDIA / "images" / "two_people.jpg"))
+    poster = cv2.resize(poster, (width, round(poster.shape[0] * width / poster.shape[1])))
+    out = img.copy()
+    out[10:10 + poster.shape[0], img.shape[1] - width - 10:img.shape[1] - 10] = poster
+    return out
+
+
+def test_faces_in_a_poster_behind_a_moving_candidate_are_pictures_not_people():
+    d = _detector()
+    try:
+        alone = d.process(VideoFrame(0.0, with_poster(next(video("student.mkv"))[1].image)))
+        assert alone.count == 3 and not alone.pictures  # one frame alone cannot tell a poster from people
+        d.reset()
+        seen = [d.process(VideoFrame(f.t, with_poster(f.image))) for _, f in video("student.mkv", step=2)]
+        print("\ncounts with a poster:", [(o.count, len(o.pictures)) for o in seen])
+        assert all(o.count == 1 and len(o.pictures) == 2 for o in seen[3:]), [(o.count, len(o.pictures)) for o in seen]
+        # two live people in a video: both count in every sample (they move)
+        d.reset()
+        live = [d.process(f) for _, f in video("head-pose-face-detection-female-and-male.gif")]
+        assert sum(o.count == 2 for o in live) >= 54 and not any(o.pictures for o in live)
+        # a still photo of two people (nothing in the picture moves): both count
+        d.reset()
+        photo = [d.process(VideoFrame(i / 5, image("two_people.jpg").image)) for i in range(8)]
+        assert all(o.count == 2 and not o.pictures for o in photo)
+    finally:
+        d.close()

@@ -6,7 +6,6 @@ B in bird/milk/thanks, C in learn/school, D in eat/night, E in hungry/want.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -21,7 +20,7 @@ from bot.analysis.offline import analyze_file
 from bot.analysis.policy import Policy
 from bot.settings import Settings
 from tests.support.paths import MEDIA, shared_models
-from tests.support.scenario import Segment, Timeline, clip, compose, read_clip
+from tests.support.scenario import Segment, Timeline, clip, compose, lit, read_clip
 
 ASL = MEDIA / "video/asl"
 
@@ -95,19 +94,10 @@ def test_a_turned_or_second_face_is_not_compared(detectors):
     assert not usable(faces.process(VideoFrame(0, two)))
 
 
-def dimmed(path, factor: float):
-    source = clip(path)
-
-    def gen(n: int, fps: int) -> Iterator[np.ndarray]:
-        for image in source(n, fps):
-            yield np.clip(image.astype(np.float32) * factor, 0, 255).astype(np.uint8)
-    return gen
-
-
 SWAP = [
     Segment("A", 8, clip(ASL / "again.mkv")),  # enrolment
     Segment("A_other_clip", 6, clip(ASL / "brother.mkv")),
-    Segment("A_dim", 6, dimmed(ASL / "again.mkv", 0.5)),
+    Segment("A_dim", 6, lit(clip(ASL / "again.mkv"), 0.5)),
     Segment("D", 12, clip(ASL / "eat.mkv"), expect={"identity_changed"}),
     Segment("A_back", 8, clip(MEDIA / "video/student.mkv")),
 ]

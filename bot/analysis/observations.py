@@ -43,6 +43,9 @@ class FaceObservation:
     # outer and inner corner, the image-left eye's outer and inner corner, the base of the nose (from the
     # mesh; None when the landmarker did not run). The identity check aligns the face with them.
     landmarks: tuple[tuple[float, float], ...] | None = None
+    # Faces left out of ``count`` and ``faces`` because they are pictures: rigid while the candidate moves (a
+    # poster, a photo on the wall behind the candidate). See ``bot.analysis.detectors.faces``.
+    pictures: tuple[Face, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

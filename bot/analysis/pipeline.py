@@ -85,6 +85,7 @@ class Analyzer:
         self.policy = policy
         self.detectors = detectors
         self.rules = RuleEngine(policy, interview_id=interview_id)
+        detectors.faces.reset()  # a new interview or recording: no face tracks from the one before
         if detectors.identity is not None:
             detectors.identity.reset()  # a new interview enrols its own candidate
         detectors.voice.reset()  # and is a new audio stream

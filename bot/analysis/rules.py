@@ -336,7 +336,8 @@ class RuleEngine:
         self._audio: deque[AudioObservation] = deque()  # chunks waiting for the face samples over them
         self._seat: tuple | None = None  # the seat occupant's person box at the latest object sample
         self._objects_at = -math.inf  # time of the latest object sample
-        self._face_boxes: tuple[float, tuple] = (-math.inf, ())  # latest face sample: time, boxes
+        # latest face sample: time, the boxes of its faces, of the faces in pictures
+        self._face_boxes: tuple[float, tuple, tuple] = (-math.inf, (), ())
         fps = max(policy.sampling.face_fps, 0.1)
         self._margin = max(0.25, 1.0 / fps)
 
@@ -421,7 +422,7 @@ class RuleEngine:
             self._faces.popleft()
 
         t = o.t
-        self._face_boxes = (t, tuple(f.box for f in o.faces))
+        self._face_boxes = (t, tuple(f.box for f in o.faces), tuple(f.box for f in o.pictures))
         seated = self._seat is not None and t - self._objects_at <= SEAT_TTL + EPS
         out = self._sample(self._run("face_missing", FACE_MISSING), t, t, o.count == 0 and not seated, cause=t)
 
@@ -494,8 +495,9 @@ class RuleEngine:
     def _objects(self, o: ObjectObservation) -> list[EventChange]:
         t = o.t
         out: list[EventChange] = []
-        face_t, boxes = self._face_boxes
+        face_t, boxes, pictured = self._face_boxes
         recent = boxes if t - face_t <= FACE_TTL + EPS else ()
+        pictured = pictured if t - face_t <= FACE_TTL + EPS else ()
         self._seat = track_seat(self._seat, o.detections, o.frame_size, recent)
         self._objects_at = t
         rule = self._rule("suspicious_object")
@@ -515,7 +517,7 @@ class RuleEngine:
             persons = people(o.detections, rule.threshold)
             conf = sorted((d.confidence for d in persons), reverse=True)
             second = conf[1] if len(conf) >= 2 else 0.0
-            hidden = faceless(persons, recent)
+            hidden = faceless(persons, (*recent, *pictured))  # a person whose face is a picture is a picture
             out += self._sample(
                 self._run("extra_person", SUSPICIOUS_OBJECT, "person",
                           merge=_merge_extremes(max_keys=("count", "confidence", "faceless"))),

@@ -86,6 +86,31 @@ def frozen(path: Path, index: int = 0) -> FrameSource:
     return gen
 
 
+def lit(source: FrameSource, factor: float) -> FrameSource:
+    """The same frames under other light: every pixel scaled by `factor` (0.5 = half as bright)."""
+
+    def gen(n: int, fps: int) -> Iterator[np.ndarray]:
+        for image in source(n, fps):
+            yield np.clip(image.astype(np.float32) * factor, 0, 255).astype(np.uint8)
+    return gen
+
+
+def postered(source: FrameSource, poster: Path, width: int = 160) -> FrameSource:
+    """The same frames with a picture pinned to the wall at the top right (a poster behind the candidate)."""
+    image = cv2.imread(str(poster))
+    if image is None:
+        raise FileNotFoundError(poster)
+    image = cv2.resize(image, (width, round(image.shape[0] * width / image.shape[1])), interpolation=cv2.INTER_AREA)
+
+    def gen(n: int, fps: int) -> Iterator[np.ndarray]:
+        for frame in source(n, fps):
+            out = frame.copy()
+            w = out.shape[1]
+            out[10:10 + image.shape[0], w - width - 10:w - 10] = image
+            yield out
+    return gen
+
+
 @dataclass
 class Segment:
     name: str

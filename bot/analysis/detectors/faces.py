@@ -16,6 +16,17 @@ Two models, each doing what it is good at:
 * When YuNet proposes nothing, the landmarker runs once on the whole frame (upscaled to >= 640 px
   wide) to catch a face YuNet missed (it then counts with score ``LANDMARKER_ONLY_SCORE``).
 
+* A face in a picture is not a person: a poster or a photo behind the candidate holds faces that YuNet and the
+  landmarker find as well as real ones. Across face samples each face with a mesh is tracked (its box overlaps
+  the one of the sample before); a face whose mesh has not moved by ``STILL_PX`` (mean over its 478 points,
+  frame pixels) since the track began is rigid. Printed faces stay within 0.03-0.23 px with camera noise, live
+  ones move by 2 px or more within one or two samples (0.2-0.4 s; calibrated on the shared media). Once the
+  candidate's own face (the largest) has moved, every other face that has not is a picture: left out of
+  ``count`` and listed in ``pictures`` (so a person who comes in beside the candidate counts from their
+  first movement, one or two samples later). When the whole picture is still (a photo held to the camera, a
+  frozen feed) nothing is left out, and a frame processed alone (no earlier sample within ``TRACK_GAP`` s) is
+  judged alone.
+
 Conventions (see ``bot.analysis.observations.FaceObservation``): yaw > 0 when the head turns towards the
 image's left (the person's right), pitch > 0 when the head tilts up, roll > 0 when the eye line
 rotates counter-clockwise in the image; gaze_x > 0 when the irises move towards the image's left,
@@ -43,6 +54,9 @@ STRONG_SCORE = 0.7  # YuNet score from which a landmarker-confirmed proposal is 
 AGREE_MAX = 0.12  # weak proposals: max mean YuNet-vs-mesh point distance, share of the box side
 MAX_VERIFIED = 4  # largest proposals checked with the landmarker per frame
 LANDMARKER_ONLY_SCORE = 0.5  # score reported for a face found by the landmarker alone
+STILL_PX = 1.0  # mean mesh-point movement (frame pixels) since a face's track began under which it is rigid
+TRACK_IOU = 0.3  # a face continues a track of the sample before when their boxes overlap this much
+TRACK_GAP = 1.0  # seconds between two samples beyond which the tracks are dropped
 GAZE_RANGE = 0.3  # iris offset from the eye centre (share of the eye width) that maps to gaze 1.0
 GAZE_Y_NEUTRAL = 0.06  # a level iris sits this far (eye widths) above the corners' line
 
@@ -53,6 +67,15 @@ _IRIS_A, _IRIS_B = 468, 473
 _NOSE, _MOUTH_L, _MOUTH_R = 1, 61, 291
 _LID_A, _LID_B = (159, 145), (386, 374)  # upper, lower lid
 _DLIB5 = (263, 362, 33, 133, 2)  # dlib's 5 points (checked against its shape_predictor_5 on student.mkv)
+
+
+@dataclass(slots=True)
+class _Track:
+    """One face followed across samples: its last box, its first mesh, whether it has moved since."""
+
+    box: tuple[int, int, int, int]
+    ref: np.ndarray
+    moved: bool = False
 
 
 @dataclass(slots=True)
@@ -89,6 +112,12 @@ class FaceDetector:
         self._landmarker = vision.FaceLandmarker.create_from_options(options)
         self._mp_image = mp.Image
         self._mp_format = mp.ImageFormat.SRGB
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the face tracks (a new interview or recording)."""
+        self._tracks: list[_Track] = []
+        self._tracks_t: float | None = None
 
     def close(self) -> None:
         """Release the landmarker now (its __del__ fails at interpreter exit)."""
@@ -130,13 +159,18 @@ class FaceDetector:
         if not proposals:
             faces.extend(self._landmarker_only(img))
 
-        if not faces:
-            return FaceObservation(t=frame.t, count=0)
         faces.sort(key=lambda f: f[0].box[2] * f[0].box[3], reverse=True)
+        moved = self._track(frame.t, faces)
+        pictures: tuple[Face, ...] = ()
+        if faces and moved[0]:  # the candidate moves: faces beside them that never moved are pictures
+            pictures = tuple(f for (f, _), m in zip(faces[1:], moved[1:], strict=True) if m is False)
+            faces = [faces[0]] + [f for f, m in zip(faces[1:], moved[1:], strict=True) if m is not False]
+        if not faces:
+            return FaceObservation(t=frame.t, count=0, pictures=pictures)
         cand = faces[0][1]
         obs_faces = tuple(f for f, _ in faces)
         if cand is None:
-            return FaceObservation(t=frame.t, count=len(faces), faces=obs_faces)
+            return FaceObservation(t=frame.t, count=len(faces), faces=obs_faces, pictures=pictures)
         away = (
             abs(cand.yaw) > self.policy.rules["looking_away"].threshold
             or abs(cand.pitch) > det.pitch_threshold
@@ -155,7 +189,32 @@ class FaceDetector:
             eyes_closed=round(cand.eyes_closed, 3),
             mouth_open=round(cand.mouth_open, 3),
             landmarks=tuple((round(float(cand.points[i][0]), 1), round(float(cand.points[i][1]), 1)) for i in _DLIB5),
+            pictures=pictures,
         )
+
+    def _track(self, t: float, faces: list[tuple[Face, _Mesh | None]]) -> list[bool | None]:
+        """Continue the face tracks with this sample's faces; per face, whether it has moved since its track
+        began (False for a face seen for the first time, None for a face without a mesh)."""
+        fresh = self._tracks_t is not None and 0.0 < t - self._tracks_t <= TRACK_GAP
+        old = self._tracks if fresh else []
+        self._tracks_t = t
+        tracks: list[_Track] = []
+        moved: list[bool | None] = []
+        for face, mesh in faces:
+            if mesh is None:
+                moved.append(None)
+                continue
+            best = max(old, key=lambda tr: _iou(tr.box, face.box), default=None)
+            if best is not None and _iou(best.box, face.box) >= TRACK_IOU:
+                old.remove(best)
+                track = _Track(face.box, best.ref, best.moved or float(
+                    np.mean(np.linalg.norm(mesh.points - best.ref, axis=1))) > STILL_PX)
+            else:
+                track = _Track(face.box, mesh.points)
+            tracks.append(track)
+            moved.append(track.moved)
+        self._tracks = tracks
+        return moved
 
     def _propose(self, img: np.ndarray, min_score: float, min_side: float) -> list[np.ndarray]:
         h, w = img.shape[:2]
@@ -213,6 +272,15 @@ class FaceDetector:
             box = (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
             out.append((Face(box, LANDMARKER_ONLY_SCORE), _mesh(pts, result, k)))
         return out
+
+
+def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw = max(0, min(ax1, bx1) - max(a[0], b[0]))
+    ih = max(0, min(ay1, by1) - max(a[1], b[1]))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _mesh(pts: np.ndarray, result, k: int) -> _Mesh:  # result: FaceLandmarkerResult
