@@ -1,6 +1,6 @@
 """Precision, recall and median delay per event type on a labelled set composed from ../shared/media.
 
-    PROCTOR_MODELS_DIR=../shared/models .venv/bin/python benchmarks/eval_detection.py [--only NAME ...]
+    PROCTOR_MODELS_DIR=../shared/models .venv/bin/python benchmarks/eval_detection.py [--live] [--only NAME ...]
 
 Each scenario is a list of segments with per-segment truth: ``expect`` (event types that must happen there)
 and ``allow`` (types that may honestly happen there, e.g. the real second person at the edge of student.mkv;
@@ -12,6 +12,17 @@ counted neither way). Object events are scored per label: ``suspicious_object/ce
   its end); an event that starts in a segment only allowing it is not counted; anything else is a false alarm
   (listed), e.g. face_missing starting while the candidate is still in the seat with the head down;
 - delay: the event's start minus the segment's start, median over the found segments.
+
+``--live`` also runs the live path on each chosen scenario, before the offline one: the real app in this process
+(`tests.support.clients.served`: server, in-process bot, embedded database), an interviewer socket, and an
+aiortc candidate (`tests.support.candidate.CandidatePeer`) that answers the bot's offer with the composed file
+played ONCE in real time (`Playback`; rate-limited to the bot's ``maxFramerate`` as the real page does). When
+the file has been sent (+ ``LINGER``) the interview is ended through the API and its stored events are read back
+(``GET /api/interviews/{id}/events``). Live times are on the call's clock; the candidate notes the call-clock time
+at which it handed on media time 0 (wall time of its first frame minus the interview's ``started_at``, the bot's
+clock origin), and every event is shifted by it: the offset comes from the sender, never from the events, so the
+transport (VP8/Opus, RTP, jitter buffer, decoding) and the bot's sampling count in the live delays. Each live
+scenario takes its length in real time plus ~10 s to start (models, connection).
 
 ``PROCTOR_CODE=/path/to/other/checkout`` runs another version of the code on the same set (before/after).
 Composed videos are cached in ``$TMPDIR/proctor-eval``.
