@@ -310,6 +310,15 @@ def test_background_voice_needs_dwell():
     assert Run(obs, end=10).events() == []
 
 
+def test_a_still_empty_room_is_face_missing_not_frozen():
+    still = [CameraObservation(t, brightness=120.0, detail=300.0, blocked=False, changed=0.0, frozen_for=t)
+             for t in times(0, 12, CAM_DT)]
+    empty = Run(still + faces(0, 12, lambda t: FaceObservation(t, count=0)), end=12)
+    assert empty.events(CAMERA_FROZEN) == [] and len(empty.events(FACE_MISSING)) == 1
+    stuck = Run(still + faces(0, 12, lambda t: face(t)), end=12)  # a stuck picture of the candidate
+    assert len(stuck.events(CAMERA_FROZEN)) == 1 and stuck.events(FACE_MISSING) == []
+
+
 def test_camera_blocked_and_frozen():
     def cam(t: float) -> CameraObservation:
         if 5 <= t < 10:

@@ -49,8 +49,10 @@ Rule by rule:
 
   A chunk is judged once the engine's clock has passed its end plus that margin, so the face samples over it
   have arrived. A chunk spans ``[t, t + duration]``, so dwell counts seconds of speech.
-- camera_blocked: ``blocked``; camera_frozen: ``frozen_for > threshold`` while not blocked, ``start = t -
-  frozen_for``.
+- camera_blocked: ``blocked``; camera_frozen: ``frozen_for > threshold`` while not blocked and the room is
+  not empty (the latest face sample, within ``FACE_TTL``, shows no face and no one is in the seat: that fact is
+  face_missing, and a still empty room through a video codec at a low bitrate is as unchanging as a stuck
+  feed), ``start = t - frozen_for``. A stuck feed showing the candidate, the case this rule is for, still fires.
 - tab_hidden / window_blur: edges from the page; opens once ``active`` has lasted ``dwell``, closes when inactive.
 - media_lost: per track kind, ``silent_for > threshold``, ``start = t - silent_for``.
 
@@ -534,7 +536,11 @@ class RuleEngine:
             t, t, o.blocked, cause=t, detail={"brightness": _r(o.brightness, 1)})
         rule = self._rule("camera_frozen")
         if rule is not None:
-            frozen = o.frozen_for > rule.threshold and not o.blocked
+            last = self._faces[-1] if self._faces else None
+            seated = self._seat is not None and t - self._objects_at <= SEAT_TTL + EPS
+            empty = last is not None and t - last.t <= FACE_TTL + EPS and last.count == 0 and not seated
+            # an empty room is face_missing; a still empty room through a video codec reads as frozen too
+            frozen = o.frozen_for > rule.threshold and not o.blocked and not empty
             out += self._sample(self._run("camera_frozen", CAMERA_FROZEN), t, t, frozen, cause=t,
                                 start=t - o.frozen_for if frozen else None,
                                 detail={"frozen_for": _r(o.frozen_for, 1)})
