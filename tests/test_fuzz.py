@@ -194,6 +194,16 @@ async def test_raw_socketio_frames(call, caplog, frames):
     assert errors(caplog) == [], ([e[:300] for e in errors(caplog)], str(frames)[:300])
 
 
+def _quoted(text: str, most: int = 2400) -> str:
+    """A path segment, percent-encoded, at most `most` characters: a request line past aiohttp's 8 KiB is answered
+    by its parser (plain-text 400) before any route, which is not the API's answer to test."""
+    out = quote(text, safe="", errors="surrogatepass")
+    while len(out) > most:
+        text = text[: len(text) * 3 // 4]
+        out = quote(text, safe="", errors="surrogatepass")
+    return out
+
+
 def _tokens(call) -> st.SearchStrategy:
     srv, iid = call.srv, call.iid
     return st.one_of(
@@ -215,8 +225,8 @@ async def test_http_routes_with_generated_requests(call, caplog, data):
     method, template = data.draw(st.sampled_from(ROUTES), label="route")
     method = data.draw(st.one_of(st.just(method), st.sampled_from(["GET", "POST", "PATCH", "PUT", "DELETE"])))
     ids = st.one_of(st.just(iid), S.text.filter(bool).map(lambda t: t[:2000]), st.sampled_from(["..", "%2e%2e", "a" * 2000]))
-    path = (template.replace("{id}", quote(data.draw(ids, label="id"), safe="", errors="surrogatepass"))
-            .replace("{event_id}", quote(data.draw(S.text, label="event_id")[:500] or "e", safe="", errors="surrogatepass"))
+    path = (template.replace("{id}", _quoted(data.draw(ids, label="id")))
+            .replace("{event_id}", _quoted(data.draw(S.text, label="event_id")[:500] or "e"))
             .replace("{path}", quote(data.draw(st.sampled_from(["app.js", "../pyproject.toml", ".git/config",
                                                                  "node_modules/x", "x" * 300])), safe="/")))
     token = data.draw(_tokens(call), label="token")
