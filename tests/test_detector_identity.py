@@ -5,20 +5,18 @@ B in bird/milk/thanks, C in learn/school, D in eat/night, E in hungry/want.
 """
 from __future__ import annotations
 
-import shutil
-
 import cv2
 import numpy as np
 import pytest
 
-from adapters import models
-from adapters.models import ModelError, resolve
+from adapters.models import resolve
 from bot.analysis.detectors.faces import FaceDetector
 from bot.analysis.detectors.identity import IdentityDetector, usable
 from bot.analysis.frames import VideoFrame
 from bot.analysis.offline import analyze_file
 from bot.analysis.policy import Policy
 from bot.settings import Settings
+from tests.support.packaged import found_verified_and_corruption_refused
 from tests.support.paths import MEDIA, shared_models
 from tests.support.scenario import Segment, Timeline, clip, compose, lit, read_clip
 
@@ -52,20 +50,8 @@ def distance(gallery: np.ndarray, probe: np.ndarray) -> float:
 
 
 def test_the_model_comes_from_its_package_and_is_checked(tmp_path, monkeypatch):
-    p = resolve("face_recognition", Settings.from_env())
+    p = found_verified_and_corruption_refused("face_recognition", tmp_path, monkeypatch)
     assert p.name == "dlib_face_recognition_resnet_model_v1.dat" and "face_recognition_models" in str(p)
-    assert models.sha256_of(p) == models.PACKAGED["face_recognition"].sha256
-    row = next(r for r in models.packaged_status() if r["name"] == "face_recognition")
-    assert row["verified"] and row["path"] == str(p)
-    bad = tmp_path / "models"
-    bad.mkdir()
-    shutil.copyfile(p, bad / p.name)
-    with open(bad / p.name, "r+b") as f:
-        f.seek(1000)
-        f.write(b"\0" * 16)
-    monkeypatch.setattr(models, "_package_dir", lambda spec: bad)
-    with pytest.raises(ModelError, match="corrupt or another version"):
-        resolve("face_recognition", Settings.from_env())
 
 
 def test_same_person_is_near_another_person_is_far(detectors):

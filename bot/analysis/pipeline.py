@@ -110,15 +110,15 @@ class Analyzer:
                 observations.append(detector.process(frame))
                 self.timings.add(name, started)
         face_obs = next((o for o in observations if isinstance(o, FaceObservation)), None)
-        # not on a frame that also ran YOLO: one embedding (~150 ms) plus both would overrun a 5/s face period
         if d.identity is not None and face_obs is not None:
             d.identity.track(frame, face_obs)  # every face sample: checks follow breaks in the face track
-        if d.identity is not None and face_obs is not None and "objects" not in due and d.identity.due(frame.t):
-            started = time.perf_counter()
-            checked = d.identity.process(frame, face_obs)
-            if checked is not None:
-                observations.append(checked)
-                self.timings.add("identity", started)
+            # not on a frame that also ran YOLO: one embedding (~150 ms) plus both would overrun a 5/s face period
+            if "objects" not in due and d.identity.due(frame.t):
+                started = time.perf_counter()
+                checked = d.identity.process(frame, face_obs)
+                if checked is not None:
+                    observations.append(checked)
+                    self.timings.add("identity", started)
         return self.observe(*observations)
 
     def audio(self, chunk: AudioChunk) -> list[EventChange]:

@@ -417,6 +417,10 @@ class RuleEngine:
 
     # -- faces --
 
+    def _seated(self, t: float) -> bool:
+        """Someone is in the candidate's seat by the latest object sample (whether or not a face shows)."""
+        return self._seat is not None and t - self._objects_at <= SEAT_TTL + EPS
+
     def _face(self, o: FaceObservation) -> list[EventChange]:
         self._faces.append(_FaceSample(o.t, o.count, o.mouth_open))
         keep = max(10.0, 4 * self._margin)
@@ -425,7 +429,7 @@ class RuleEngine:
 
         t = o.t
         self._face_boxes = (t, tuple(f.box for f in o.faces), tuple(f.box for f in o.pictures))
-        seated = self._seat is not None and t - self._objects_at <= SEAT_TTL + EPS
+        seated = self._seated(t)
         out = self._sample(self._run("face_missing", FACE_MISSING), t, t, o.count == 0 and not seated, cause=t)
 
         scores = sorted((f.score for f in o.faces), reverse=True)
@@ -537,8 +541,7 @@ class RuleEngine:
         rule = self._rule("camera_frozen")
         if rule is not None:
             last = self._faces[-1] if self._faces else None
-            seated = self._seat is not None and t - self._objects_at <= SEAT_TTL + EPS
-            empty = last is not None and t - last.t <= FACE_TTL + EPS and last.count == 0 and not seated
+            empty = last is not None and t - last.t <= FACE_TTL + EPS and last.count == 0 and not self._seated(t)
             # an empty room is face_missing; a still empty room through a video codec reads as frozen too
             frozen = o.frozen_for > rule.threshold and not o.blocked and not empty
             out += self._sample(self._run("camera_frozen", CAMERA_FROZEN), t, t, frozen, cause=t,

@@ -106,12 +106,16 @@ class VoiceActivity:
 
     def reset(self) -> None:
         """Forget the stream: model state, context, pending samples, resampler."""
-        self._state = np.zeros((2, 1, 128), np.float32)
-        self._input[:] = 0.0
+        self._restart_model()
         self._pending = np.zeros(0, np.float32)
         self._resampler: av.AudioResampler | None = None
         self._rate = 0
         self._next_t: float | None = None
+
+    def _restart_model(self) -> None:
+        """The model's LSTM state and the context before the next window, as at the start of a stream."""
+        self._state = np.zeros((2, 1, 128), np.float32)
+        self._input[:] = 0.0
 
     def close(self) -> None:
         self._session = None
@@ -155,8 +159,7 @@ class VoiceActivity:
             speech = (self.probabilities(windows) >= THRESHOLD) & loud
         else:  # a quiet chunk: nothing to ask the model; it starts afresh at the next sound
             speech = loud
-            self._state = np.zeros((2, 1, 128), np.float32)
-            self._input[:] = 0.0
+            self._restart_model()
         ratio = float(speech.mean()) if n else 0.0
         return AudioObservation(
             t=chunk.t,
