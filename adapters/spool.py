@@ -221,6 +221,11 @@ class Spool:
             del self._index[event_id]
             return True
 
+    def holds(self, event_id: str) -> bool:
+        """Whether some version of the event is spooled."""
+        with self._lock:
+            return event_id in self._index
+
     def drop_interview(self, interview_id: str) -> int:
         """Forget an interview's spooled events (the interview was deleted)."""
         with self._lock:

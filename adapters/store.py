@@ -341,6 +341,11 @@ class Store:
                         continue
                     if await asyncio.to_thread(self.spool.remove, item.event.id, item.rev):
                         written += 1
+                    elif not await asyncio.to_thread(self.spool.holds, item.event.id):
+                        # dropped while it was written: its interview was deleted, perhaps before this write
+                        # landed; what was just written must not outlive the interview
+                        await self.events.delete_one({"_id": item.event.id})
+                        await self.snapshots.delete_one({"_id": item.event.id})
                 delay = self.flush_min_delay
             except DB_DOWN:
                 await asyncio.sleep(delay)
