@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adapters import yolo_heads
 from bot.analysis.detectors import ModelPaths
 
 log = logging.getLogger(__name__)
@@ -316,9 +317,13 @@ def resolve(name: str, settings: Any, *, yolo_model: str | os.PathLike[str] | No
 
 
 def model_paths(settings: Any, *, yolo_model: str | os.PathLike[str] | None = None) -> ModelPaths:
-    """Every model the detectors load, resolved and verified (`ModelError` on the first bad one)."""
-    return ModelPaths(**{name: resolve(name, settings, yolo_model=yolo_model) for name in MODELS},
-                      face_recognition=resolve_packaged("face_recognition"),
+    """Every model the detectors load, resolved and verified (`ModelError` on the first bad one). A YOLOv5
+    export is handed on cut at its heads (``adapters.yolo_heads``: derived once into the user cache), so a
+    640x480 frame runs without padding."""
+    paths = {name: resolve(name, settings, yolo_model=yolo_model) for name in MODELS}
+    yolo = paths["yolo"]
+    paths["yolo"] = yolo_heads.derive(yolo, Path(settings.cache_dir), source_sha256=sha256_of(yolo)) or yolo
+    return ModelPaths(**paths, face_recognition=resolve_packaged("face_recognition"),
                       silero_vad=resolve_packaged("silero_vad"))
 
 

@@ -16,12 +16,14 @@ from typing import Any
 
 import pytest
 
-from tests.support.paths import MODELS
+from tests.support.paths import MODEL_CACHE, MODELS
 from tests.support.redis_server import RedisServer
 from tests.support.servers import MongoServer, SmtpServer, SmtpSink, free_port
 
 if not os.environ.get("PROCTOR_MODELS_DIR"):
     os.environ["PROCTOR_MODELS_DIR"] = str(MODELS)
+if not os.environ.get("PROCTOR_CACHE_DIR"):
+    os.environ["PROCTOR_CACHE_DIR"] = str(MODEL_CACHE)  # not the user's cache
 
 
 @pytest.fixture
@@ -40,7 +42,7 @@ def settings(tmp_path: Path, mongo_server: MongoServer) -> Any:
 
     return Settings(
         data_dir=tmp_path,
-        cache_dir=tmp_path / "cache",
+        cache_dir=MODEL_CACHE,  # models only: the YOLO model cut at its heads is derived once per session
         models_dir=MODELS,
         mongodb_uri=mongo_server.uri,
     )

@@ -75,12 +75,16 @@ def test_manifest_matches_the_shared_files():
 
 def test_resolve_from_models_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("PROCTOR_MODELS_DIR", str(SHARED_MODELS))
+    monkeypatch.setenv("PROCTOR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("PROCTOR_YOLO_MODEL", raising=False)
     s = Settings.from_env()
     for name, spec in MODELS.items():
         assert resolve(name, s) == SHARED_MODELS / spec.file
     paths = models.model_paths(s)
-    assert {name: getattr(paths, name) for name in MODELS} == {name: SHARED_MODELS / spec.file for name, spec in MODELS.items()}
+    assert (paths.yunet, paths.face_landmarker) == (SHARED_MODELS / MODELS["yunet"].file,
+                                                   SHARED_MODELS / MODELS["face_landmarker"].file)
+    # the detectors get YOLOv5n cut at its heads, derived into the cache (tests/test_yolo_heads.py)
+    assert paths.yolo.parent == tmp_path / "cache" / "models" and paths.yolo.name.startswith("yolov5n-heads-")
 
 
 def test_resolve_falls_back_to_the_user_cache(tmp_path):

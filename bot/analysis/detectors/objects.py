@@ -18,6 +18,8 @@ sampled at 1 fps by default.
 from __future__ import annotations
 
 import ast
+import json
+import math
 from pathlib import Path
 
 import cv2
@@ -39,6 +41,7 @@ COCO80: tuple[str, ...] = (
     "teddy bear", "hair drier", "toothbrush",
 )
 PAD_VALUE = 114
+HEADS_META = "proctor_heads"  # metadata of a model cut at its heads: {"strides": [...], "anchors": [...]}
 NMS_IOU = 0.45
 MAX_DETECTIONS = 100
 
@@ -81,7 +84,7 @@ def decode(
     if a.ndim != 2:
         raise ValueError(f"unexpected YOLO output shape {output.shape}")
     nc = len(names)
-    if a.shape[1] == nc + 5 and a.shape[0] != nc + 5:  # v5: N x 85
+    if a.shape[1] == nc + 5:  # v5: N x 85 (also rows decoded from the heads, any N)
         boxes, scores = a[:, :4], a[:, 5:] * a[:, 4:5]
     elif a.shape[0] == nc + 4:  # v8/11: 84 x N
         a = a.T
@@ -90,6 +93,38 @@ def decode(
         boxes, scores = a[:, :4], a[:, 4:]
     else:
         raise ValueError(f"YOLO output shape {output.shape} fits neither 1xNx{nc + 5} nor 1x{nc + 4}xN")
+    return _detections(boxes, scores, scale=scale, pad=pad, frame_size=frame_size, names=names,
+                       min_confidence=min_confidence, iou=iou)
+
+
+def decode_heads(maps: list[np.ndarray], strides: list[int], anchors: list[list[list[float]]], *,
+                 min_objectness: float) -> np.ndarray:
+    """The raw maps of a YOLOv5 model cut at its heads (``1 x 3*(5+C) x H/s x W/s`` per stride `s`, see
+    ``adapters.yolo_heads``) -> rows ``cx, cy, w, h, objectness, C class scores`` (input pixels), as the
+    model's own Detect layer computes them, for the cells whose objectness is at least `min_objectness`
+    (0: every cell, in the Detect layer's order). Only those cells go through the sigmoid and the box formula:
+    a frame has a few dozen of the ~19,000."""
+    rows = []
+    for m, s, anc in zip(maps, strides, anchors, strict=True):
+        _, c, ny, nx = m.shape
+        k = c // 3
+        t = m.reshape(3, k, ny, nx)
+        a, gy, gx = np.nonzero(t[:, 4] >= _logit(min_objectness))
+        v = t[a, :, gy, gx]  # cells x k, raw
+        y = 1.0 / (1.0 + np.exp(-v))
+        xy = (y[:, 0:2] * 2 - 0.5 + np.stack([gx, gy], 1)) * s
+        wh = (y[:, 2:4] * 2) ** 2 * np.asarray(anc, np.float32)[a]
+        rows.append(np.concatenate([xy, wh, y[:, 4:]], 1).astype(np.float32))
+    return np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
+
+
+def _logit(p: float) -> float:
+    return -math.inf if p <= 0.0 else math.inf if p >= 1.0 else math.log(p / (1.0 - p))
+
+
+def _detections(boxes: np.ndarray, scores: np.ndarray, *, scale: float, pad: tuple[float, float],
+                frame_size: tuple[int, int], names: tuple[str, ...] | list[str], min_confidence: float,
+                iou: float) -> list[Detection]:
     cls = scores.argmax(axis=1)
     conf = scores[np.arange(len(cls)), cls]
     keep = conf >= min_confidence
@@ -149,7 +184,12 @@ class ObjectDetector:
         h, w = inp.shape[2], inp.shape[3]
         # Dynamic axes (strings / None) fall back to 640.
         self.input_size = (w if isinstance(w, int) else 640, h if isinstance(h, int) else 640)
-        self.names = names_from_metadata(self._session.get_modelmeta().custom_metadata_map)
+        meta = self._session.get_modelmeta().custom_metadata_map
+        self.names = names_from_metadata(meta)
+        self._heads: tuple[list[int], list[list[list[float]]]] | None = None
+        if HEADS_META in meta:  # cut at its heads (adapters.yolo_heads): any input size, decoded here
+            spec = json.loads(meta[HEADS_META])
+            self._heads = (list(spec["strides"]), spec["anchors"])
 
     def close(self) -> None:
         self._session = None
@@ -158,10 +198,24 @@ class ObjectDetector:
         """Run the model on a BGR image; returns (raw output, scale, pad) for `decode`."""
         if self._session is None:
             raise RuntimeError("ObjectDetector is closed")
-        boxed, scale, pad = letterbox(image, self.input_size)
+        boxed, scale, pad = letterbox(image, self.fit(image.shape[1], image.shape[0]))
         blob = cv2.cvtColor(boxed, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-        out = self._session.run(None, {self._input_name: blob})[0]
-        return out, scale, pad
+        outs = self._session.run(None, {self._input_name: blob})
+        if self._heads is None:
+            return outs[0], scale, pad
+        rows = decode_heads(outs, *self._heads, min_objectness=self.policy.detection.object_min_confidence)
+        return rows.reshape(-1, len(self.names) + 5), scale, pad
+
+    def fit(self, w: int, h: int) -> tuple[int, int]:
+        """The model's input size for a w x h frame: the fixed size of a whole export; for a model cut at its
+        heads, the frame scaled as into the fixed size, padded only up to a multiple of the largest stride
+        (640x480 stays 640x480, where the fixed model pads it to 640x640)."""
+        if self._heads is None:
+            return self.input_size
+        tw, th = self.input_size
+        r = min(tw / w, th / h)
+        step = max(self._heads[0])
+        return (math.ceil(round(w * r) / step) * step, math.ceil(round(h * r) / step) * step)
 
     def process(self, frame: VideoFrame) -> ObjectObservation:
         out, scale, pad = self.raw(frame.image)

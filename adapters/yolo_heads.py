@@ -1,0 +1,213 @@
+"""A YOLOv5 ONNX export cut at its three detection heads, so it runs on a 640x480 frame without padding.
+
+The exported ``yolov5n.onnx`` takes a fixed 1x3x640x640 input. A 640x480 webcam frame is letterboxed into it,
+so a quarter of every inference is spent on grey padding, and the graph cannot take another size: its two
+``Resize`` nodes compute fixed output sizes and its ``Detect`` head holds grids and anchors for 80x80, 40x40
+and 20x20 cells as constants.
+
+``derive(source, cache_dir)`` writes, once per source file, the same network up to the three head
+convolutions (raw ``1 x 3*(5+C) x H/s x W/s`` maps for strides 8, 16, 32) with a free input height and width
+and the two upsamplings as plain 2x scales. The anchors and strides are read back from the source by running
+both graphs on one input and solving the head's formula (``wh = (2 sigmoid(t))^2 * anchor``,
+``xy = (2 sigmoid(t) - 0.5 + cell) * stride``); the derived graph is kept only when decoding its maps
+reproduces the source's own output on that input (``TOLERANCE``). They go in the model's metadata
+(``proctor_heads``), where ``bot.analysis.detectors.objects`` finds them and decodes the maps itself.
+
+YOLOv5n on this machine, one thread: 640x640 ~64 ms, 640x480 ~38 ms (``benchmarks/bench_detectors.py``).
+
+The file goes to ``<cache_dir>/models/<stem>-heads-<sha256 of the source, 16 hex>.onnx`` with a ``.sha256``
+sidecar, written through a temp file and renamed, so a copy that changed or was cut short is derived again.
+``onnx`` is imported only to derive; a graph that is not a YOLOv5 ``Detect`` head (a YOLOv8/11 export, say)
+gives None and the source is used as it is.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot.analysis.detectors.objects import HEADS_META, decode_heads
+
+log = logging.getLogger(__name__)
+
+TOLERANCE = 1e-2  # max |difference| between the source's output and the decoded heads, per value (pixels or scores)
+_VERSION = "1"  # bump when the derivation changes: it is part of the sidecar
+
+
+def derive(source: Path, cache_dir: Path, *, source_sha256: str) -> Path | None:
+    """The heads model for `source` (derived now or found in the cache); None when `source` is not a YOLOv5
+    Detect-head export or ``onnx`` is not installed."""
+    out = Path(cache_dir) / "models" / f"{source.stem}-heads-{source_sha256[:16]}.onnx"
+    stamp = f"{_VERSION}:{source_sha256}"
+    if out.is_file() and _sidecar_ok(out, stamp):
+        return out
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        log.info("onnx is not installed: %s runs at its fixed input size", source.name)
+        return None
+    try:
+        data = _build(source)
+    except _NotHeads as e:
+        log.info("%s is used as it is: %s", source.name, e)
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _sidecar(out).write_text(f"{hashlib.sha256(data).hexdigest()} {stamp}\n", encoding="utf-8")
+    log.info("derived %s from %s (any input size, no padding)", out.name, source.name)
+    return out
+
+
+class _NotHeads(Exception):
+    """The graph is not the one this module knows how to cut."""
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _sidecar_ok(path: Path, stamp: str) -> bool:
+    try:
+        digest, recorded = _sidecar(path).read_text(encoding="utf-8").split()
+    except (OSError, ValueError):
+        return False
+    if recorded != stamp:
+        return False
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest() == digest
+
+
+def _build(source: Path) -> bytes:
+    import onnx
+    from onnx import helper, numpy_helper, shape_inference
+
+    model = onnx.load(str(source))
+    g = model.graph
+    if len(g.input) != 1 or len(g.output) != 1:
+        raise _NotHeads("not one input and one output")
+    dims = [d.dim_value for d in g.input[0].type.tensor_type.shape.dim]
+    if len(dims) != 4 or not all(dims):
+        raise _NotHeads("input is not a fixed 1x3xHxW")
+    producers = {o: n for n in g.node for o in n.output}
+    heads = _head_convs(g.output[0].name, producers)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in shape_inference.infer_shapes(model).graph.value_info}
+    consumers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    for n in g.node:  # fixed-size upsamplings -> scale 2
+        if n.op_type != "Resize":
+            continue
+        src = shapes.get(n.input[0])
+        peers = [i for c in consumers.get(n.output[0], []) if c.op_type == "Concat" for i in c.input
+                 if i != n.output[0]]
+        if not src or len(src) != 4 or not peers or shapes.get(peers[0], [])[2:] != [src[2] * 2, src[3] * 2]:
+            raise _NotHeads(f"Resize {n.name} is not a 2x upsampling")
+        del n.input[1:]
+        n.input.extend(["proctor_roi", "proctor_scale2"])
+    g.initializer.extend([numpy_helper.from_array(np.zeros(0, np.float32), "proctor_roi"),
+                          numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "proctor_scale2")])
+
+    needed = set(heads)
+    kept = []
+    for n in reversed(list(g.node)):
+        if any(o in needed for o in n.output):
+            kept.append(n)
+            needed.update(i for i in n.input if i)
+    kept.reverse()
+    del g.node[:]
+    g.node.extend(kept)
+    inits = [i for i in g.initializer if i.name in needed]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    del g.value_info[:]
+    del g.output[:]
+    g.output.extend(helper.make_tensor_value_info(h, onnx.TensorProto.FLOAT, [1, None, None, None]) for h in heads)
+    d = g.input[0].type.tensor_type.shape.dim
+    d[2].dim_param, d[3].dim_param = "height", "width"
+    onnx.checker.check_model(model)
+    cut = model.SerializeToString()
+
+    strides, anchors = _calibrate(source, cut, dims)
+    meta = {p.key: p.value for p in model.metadata_props}
+    meta[HEADS_META] = json.dumps({"strides": strides, "anchors": anchors})
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    return model.SerializeToString()
+
+
+def _head_convs(output: str, producers: dict[str, Any]) -> list[str]:
+    """The three Conv outputs the Detect head reshapes and decodes into `output`, in the order of the output."""
+    final = producers.get(output)
+    if final is None or final.op_type != "Concat" or len(final.input) != 3:
+        raise _NotHeads("output is not the Concat of three heads")
+    heads = []
+    for branch in final.input:
+        todo, seen, convs = [branch], set(), []
+        while todo:
+            name = todo.pop()
+            n = producers.get(name)
+            if n is None or name in seen:
+                continue
+            seen.add(name)
+            if n.op_type == "Conv":
+                convs.append(name)
+            elif n.op_type in ("Reshape", "Transpose", "Sigmoid", "Split", "Mul", "Add", "Pow", "Concat"):
+                todo.extend(n.input[:1] if n.op_type == "Reshape" else n.input)
+            elif n.op_type != "Constant":
+                raise _NotHeads(f"unexpected {n.op_type} in the Detect head")
+        if len(convs) != 1:
+            raise _NotHeads("a head branch does not start at one Conv")
+        heads.append(convs[0])
+    return heads
+
+
+def _calibrate(source: Path, cut: bytes, dims: list[int]) -> tuple[list[int], list[list[list[float]]]]:
+    """Strides and anchors that make the decoded heads equal the source's output on one input."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    full = ort.InferenceSession(str(source), so, providers=["CPUExecutionProvider"])
+    heads = ort.InferenceSession(cut, so, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random(dims, dtype=np.float32)
+    want = full.run(None, {full.get_inputs()[0].name: x})[0][0]
+    maps = heads.run(None, {heads.get_inputs()[0].name: x})
+    strides: list[int] = []
+    anchors: list[list[list[float]]] = []
+    start = 0
+    for m in maps:
+        _, c, ny, nx = m.shape
+        if c % 3 or dims[2] % ny or dims[2] // ny != dims[3] // nx:
+            raise _NotHeads(f"head of shape {m.shape} does not fit 3 anchors on a square grid")
+        y = 1.0 / (1.0 + np.exp(-m.reshape(3, c // 3, ny, nx).transpose(0, 2, 3, 1)))
+        part = want[start:start + 3 * ny * nx].reshape(3, ny, nx, c // 3)
+        start += 3 * ny * nx
+        strides.append(dims[2] // ny)
+        anchors.append([[round(float(np.median(part[a, ..., k] / (2 * y[a, ..., k]) ** 2)), 3) for k in (2, 3)]
+                        for a in range(3)])
+    if start != len(want):
+        raise _NotHeads("the heads do not cover the output")
+    got = decode_heads(maps, strides, anchors, min_objectness=0.0)
+    if float(np.abs(got - want).max()) > TOLERANCE:
+        raise _NotHeads("decoding the heads does not reproduce the output")
+    return strides, anchors
