@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters import yolo_heads
+from adapters import derived
 from bot.analysis.detectors import ModelPaths
 
 log = logging.getLogger(__name__)
@@ -317,12 +317,17 @@ def resolve(name: str, settings: Any, *, yolo_model: str | os.PathLike[str] | No
 
 
 def model_paths(settings: Any, *, yolo_model: str | os.PathLike[str] | None = None) -> ModelPaths:
-    """Every model the detectors load, resolved and verified (`ModelError` on the first bad one). A YOLOv5
-    export is handed on cut at its heads (``adapters.yolo_heads``: derived once into the user cache), so a
-    640x480 frame runs without padding."""
+    """Every model the detectors load, resolved and verified (`ModelError` on the first bad one). YuNet is
+    handed on with a free input size and a YOLOv5 export cut at its heads (``adapters.derived``: derived once
+    into the user cache), so frames run at their own size, unpadded."""
     paths = {name: resolve(name, settings, yolo_model=yolo_model) for name in MODELS}
-    yolo = paths["yolo"]
-    paths["yolo"] = yolo_heads.derive(yolo, Path(settings.cache_dir), source_sha256=sha256_of(yolo)) or yolo
+    cache = Path(settings.cache_dir)
+    yolo, yunet = paths["yolo"], paths["yunet"]
+    paths["yolo"] = derived.yolo_heads(yolo, cache, source_sha256=sha256_of(yolo)) or yolo
+    free = derived.free_input(yunet, cache, source_sha256=sha256_of(yunet))
+    if free is None:
+        raise ModelError(f"{yunet.name} cannot be given a free input size (is the onnx package installed?)")
+    paths["yunet"] = free
     return ModelPaths(**paths, face_recognition=resolve_packaged("face_recognition"),
                       silero_vad=resolve_packaged("silero_vad"))
 

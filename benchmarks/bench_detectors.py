@@ -90,7 +90,11 @@ def main() -> None:
                    enumerate(video_frames("head-pose-face-detection-female-and-male.gif", None))]
     print(f"cores: {os.cpu_count()}, opencv {cv2.__version__}, frames 640x480 unless noted")
 
-    faces = FaceDetector(policy, models / "face_detection_yunet_2023mar.onnx", models / "face_landmarker.task")
+    from adapters.models import model_paths
+    from bot.settings import Settings
+
+    derived = model_paths(Settings(models_dir=models))  # YuNet with a free input size, YOLO cut at its heads
+    faces = FaceDetector(policy, derived.yunet, derived.face_landmarker)
     try:
         # identity: one embedding (aligned chip + dlib ResNet) per check, one check every 2 s
         from adapters.models import resolve_packaged
@@ -108,12 +112,12 @@ def main() -> None:
         faces.close()
 
     # the whole export pads a 640x480 frame to 640x640; the app runs it cut at its heads, unpadded
+    from adapters.derived import yolo_heads
     from adapters.models import sha256_of
-    from adapters.yolo_heads import derive
 
     whole = models / "yolov5n.onnx"
     with tempfile.TemporaryDirectory() as cache:
-        heads = derive(whole, Path(cache), source_sha256=sha256_of(whole))
+        heads = yolo_heads(whole, Path(cache), source_sha256=sha256_of(whole))
         for label, path in (("whole, 640x640", whole), ("heads, 640x480", heads)):
             for threads in (1, 2):
                 objects = ObjectDetector(policy, path, threads=threads)

@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.models import resolve
+from adapters.models import model_paths, resolve
 from bot.analysis.detectors.faces import FaceDetector
 from bot.analysis.detectors.identity import IdentityDetector, usable
 from bot.analysis.frames import VideoFrame
@@ -48,7 +48,8 @@ def lighting(image: np.ndarray, kind: str) -> np.ndarray:
 def main() -> None:
     s = Settings.from_env()
     policy = Policy()
-    faces = FaceDetector(policy, resolve("yunet", s), resolve("face_landmarker", s))
+    models = model_paths(s)
+    faces = FaceDetector(policy, models.yunet, models.face_landmarker)
     ident = IdentityDetector(policy, resolve("face_recognition", s))
     embs: dict[str, np.ndarray] = {}
     cost: list[float] = []

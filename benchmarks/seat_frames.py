@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.models import resolve
+from adapters.models import model_paths
 from bot.analysis.detectors.faces import FaceDetector
 from bot.analysis.detectors.objects import ObjectDetector
 from bot.analysis.detectors.person import in_seat, people
@@ -34,8 +34,9 @@ def main() -> None:
     args = ap.parse_args()
     s = Settings.from_env()
     policy = Policy()
-    faces = FaceDetector(policy, resolve("yunet", s), resolve("face_landmarker", s))
-    objects = ObjectDetector(policy, resolve("yolo", s))
+    models = model_paths(s)
+    faces = FaceDetector(policy, models.yunet, models.face_landmarker)
+    objects = ObjectDetector(policy, models.yolo)
     for name, every in CLIPS.items():
         images = read_clip(MEDIA / "video" / f"{name}.mp4")
         step = args.every or every

@@ -176,13 +176,13 @@ def test_evidence_shows_what_made_the_rule_fire(analysis):
     import cv2
     import numpy as np
 
-    from adapters.models import resolve
+    from adapters.models import model_paths
     from bot.analysis.detectors.faces import FaceDetector
     from bot.analysis.frames import VideoFrame
     from bot.settings import Settings
 
-    settings = Settings.from_env()
-    with FaceDetector(Policy(), resolve("yunet", settings), resolve("face_landmarker", settings)) as faces:
+    models = model_paths(Settings.from_env())
+    with FaceDetector(Policy(), models.yunet, models.face_landmarker) as faces:
         def count(event) -> int:
             image = cv2.imdecode(np.frombuffer(event.snapshot, np.uint8), cv2.IMREAD_COLOR)
             return faces.process(VideoFrame(event.start, image)).count

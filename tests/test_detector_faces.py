@@ -10,15 +10,15 @@ import pytest
 from bot.analysis.detectors.faces import FaceDetector
 from bot.analysis.frames import VideoFrame
 from bot.analysis.policy import Policy
+from tests.support.paths import shared_models
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MEDIA = SHARED / "media"
-MODELS = SHARED / "models"
 
 
 def _detector(policy: Policy | None = None) -> FaceDetector:
-    return FaceDetector(policy or Policy(), MODELS / "face_detection_yunet_2023mar.onnx",
-                        MODELS / "face_landmarker.task")
+    models = shared_models()  # YuNet with a free input size, as the app hands it on
+    return FaceDetector(policy or Policy(), models.yunet, models.face_landmarker)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from adapters.models import resolve
+from adapters.models import model_paths, resolve
 from bot.analysis.detectors.faces import FaceDetector
 from bot.analysis.detectors.identity import IdentityDetector, usable
 from bot.analysis.frames import VideoFrame
@@ -27,7 +27,8 @@ ASL = MEDIA / "video/asl"
 def detectors():
     s = Settings.from_env()
     policy = Policy()
-    faces = FaceDetector(policy, resolve("yunet", s), resolve("face_landmarker", s))
+    models = model_paths(s)
+    faces = FaceDetector(policy, models.yunet, models.face_landmarker)
     ident = IdentityDetector(policy, resolve("face_recognition", s))
     yield faces, ident
     faces.close()
@@ -108,7 +109,8 @@ def test_another_person_in_the_seat_is_one_event_with_both_faces(swap):
     image = cv2.imdecode(np.frombuffer(e.snapshot, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape[1] == 640 and image.shape[0] == 320 + 480  # two 320 px chips above the frame
     s = Settings.from_env()
-    with FaceDetector(Policy(), resolve("yunet", s), resolve("face_landmarker", s)) as faces:
+    models = model_paths(s)
+    with FaceDetector(Policy(), models.yunet, models.face_landmarker) as faces:
         left = faces.process(VideoFrame(0, np.ascontiguousarray(image[:320, :320])))
         right = faces.process(VideoFrame(0, np.ascontiguousarray(image[:320, 320:])))
     assert left.count == 1 and right.count == 1  # the enrolled face and the other one, side by side

@@ -81,10 +81,11 @@ def test_resolve_from_models_dir(tmp_path, monkeypatch):
     for name, spec in MODELS.items():
         assert resolve(name, s) == SHARED_MODELS / spec.file
     paths = models.model_paths(s)
-    assert (paths.yunet, paths.face_landmarker) == (SHARED_MODELS / MODELS["yunet"].file,
-                                                   SHARED_MODELS / MODELS["face_landmarker"].file)
-    # the detectors get YOLOv5n cut at its heads, derived into the cache (tests/test_yolo_heads.py)
+    assert paths.face_landmarker == SHARED_MODELS / MODELS["face_landmarker"].file
+    # the detectors get YuNet with a free input size and YOLOv5n cut at its heads, derived into the cache
+    # (tests/test_derived.py)
     assert paths.yolo.parent == tmp_path / "cache" / "models" and paths.yolo.name.startswith("yolov5n-heads-")
+    assert paths.yunet.parent == tmp_path / "cache" / "models" and "-free-" in paths.yunet.name
 
 
 def test_resolve_falls_back_to_the_user_cache(tmp_path):

@@ -2,9 +2,11 @@
 
 Two models, each doing what it is good at:
 
-* YuNet (``cv2.FaceDetectorYN``) proposes faces: boxes, scores, 5 points, on the frame scaled to at most
-  ``PROPOSAL_WIDTH`` (400) pixels wide: ~9 ms of CPU for a 640x480 frame instead of ~30 at full size, same
-  events on the labelled set (benchmarks/eval_detection.py); a face under ~25 px at 640 is then missed. It also
+* YuNet proposes faces: boxes, scores, 5 points, on the frame scaled to at most ``PROPOSAL_WIDTH`` (400)
+  pixels wide, same events on the labelled set (benchmarks/eval_detection.py); a face under ~25 px at 640 is
+  then missed. It runs with onnxruntime at the view's own size (``YuNet``, a model given a free input size by
+  ``adapters.derived``): ~4 ms of CPU for the 400x300 view plus ~3 for scaling it down, where OpenCV's
+  ``FaceDetectorYN`` took ~10 for the view and ~30 for the whole 640x480 frame. It also
   fires on the backs of heads (scores up to ~0.8 on one-by-one-person-detection.mp4), so a proposal is
   not yet a face.
 * MediaPipe Face Landmarker (IMAGE mode) runs on an upscaled crop around each proposal (a square of
@@ -37,7 +39,7 @@ rotates counter-clockwise in the image; gaze_x > 0 when the irises move towards 
 gaze_y > 0 up, both about -1..1 (1 ~ iris at the edge of its usual range).
 
 Cost: one landmarker run (~13-15 ms of CPU) per counted face, at most ``MAX_VERIFIED`` per frame, plus YuNet
-(~9 ms) on every other sample.
+(~7 ms with the scaling) on every other sample.
 """
 from __future__ import annotations
 
@@ -104,8 +106,7 @@ class FaceDetector:
         from mediapipe.tasks.python import BaseOptions, vision
 
         self.policy = policy
-        self._yunet = cv2.FaceDetectorYN.create(str(yunet_path), "", (320, 320), 0.3, 0.3, 5000)
-        self._size: tuple[int, int] = (320, 320)
+        self._yunet = YuNet(yunet_path)
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(landmarker_path)),
             running_mode=vision.RunningMode.IMAGE,
@@ -255,15 +256,11 @@ class FaceDetector:
         h, w = img.shape[:2]
         scale = min(1.0, PROPOSAL_WIDTH / w)
         size = (round(w * scale), round(h * scale))
+        # INTER_AREA (~2.8 ms at 640x480): INTER_LINEAR (~0.5) aliases, and made a back of a head in
+        # one-by-one-person-detection.mp4 (768x432 -> 400x225) a face in two frames
         view = cv2.resize(img, size, interpolation=cv2.INTER_AREA) if scale < 1.0 else img
-        if self._size != size:
-            self._yunet.setInputSize(size)
-            self._size = size
-        _, found = self._yunet.detect(view)
-        if found is None:
-            return []
+        found = self._yunet.detect(view)
         if scale < 1.0:
-            found = np.asarray(found, np.float32).copy()
             found[:, :14] *= np.float32(1.0 / scale)  # boxes and 5 points back to frame pixels
         keep = [r for r in found if r[14] >= min_score and min(r[2], r[3]) >= min_side]
         keep.sort(key=lambda r: float(r[2] * r[3]), reverse=True)
@@ -307,6 +304,62 @@ class FaceDetector:
             box = (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
             out.append((Face(box, LANDMARKER_ONLY_SCORE), _mesh(pts, result, k)))
         return out
+
+
+class YuNet:
+    """YuNet run with onnxruntime on one thread, at the size of the image it is given (padded to a multiple of
+    32), from a model whose input size is free (``adapters.derived.free_input``). 400x300: ~4 ms of CPU, where
+    OpenCV's ``FaceDetectorYN`` (its new DNN engine) takes ~10. ``detect`` returns what ``FaceDetectorYN``
+    does, rows of x, y, w, h, 5 points (x, y), score, decoded the same way (OpenCV's
+    ``objdetect/src/face_detect.cpp``): per stride 8, 16, 32 and cell, score = sqrt(cls * obj), the box centre
+    is (cell + offset) * stride and its side exp(t) * stride, the points (cell + offset) * stride; then NMS.
+    Checked against ``FaceDetectorYN`` on real frames in tests/test_derived.py."""
+
+    STRIDES = (8, 16, 32)
+
+    def __init__(self, path: str | Path, score_threshold: float = 0.3, nms_threshold: float = 0.3,
+                 top_k: int = 5000) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self._session = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+        inp = self._session.get_inputs()[0]
+        if all(isinstance(d, int) for d in inp.shape[2:]):
+            raise ValueError(f"{Path(path).name} declares a fixed input size; give it the model "
+                             "adapters.models.model_paths derives (a free input size)")
+        self._input = inp.name
+        self._outputs = [o.name for o in self._session.get_outputs()]
+        self.score_threshold, self.nms_threshold, self.top_k = score_threshold, nms_threshold, top_k
+
+    def detect(self, img: np.ndarray) -> np.ndarray:
+        """Faces in a BGR image: an N x 15 float32 array (N may be 0), highest score first."""
+        h, w = img.shape[:2]
+        ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
+        blob = np.zeros((1, 3, ph, pw), np.float32)
+        blob[0, :, :h, :w] = img.transpose(2, 0, 1)
+        out = dict(zip(self._outputs, self._session.run(None, {self._input: blob}), strict=True))
+        rows = []
+        for s in self.STRIDES:
+            score = np.sqrt(np.clip(out[f"cls_{s}"].reshape(-1), 0, 1) * np.clip(out[f"obj_{s}"].reshape(-1), 0, 1))
+            keep = np.nonzero(score >= self.score_threshold)[0]
+            if not keep.size:
+                continue
+            r, c = np.divmod(keep, pw // s)
+            bb = out[f"bbox_{s}"].reshape(-1, 4)[keep]
+            kp = out[f"kps_{s}"].reshape(-1, 5, 2)[keep]
+            bw, bh = np.exp(bb[:, 2]) * s, np.exp(bb[:, 3]) * s
+            x0, y0 = (c + bb[:, 0]) * s - bw / 2, (r + bb[:, 1]) * s - bh / 2
+            pts = (kp + np.stack([c, r], 1)[:, None, :]) * s
+            rows.append(np.column_stack([x0, y0, bw, bh, pts.reshape(-1, 10), score[keep]]))
+        if not rows:
+            return np.zeros((0, 15), np.float32)
+        found = np.concatenate(rows).astype(np.float32)
+        kept = cv2.dnn.NMSBoxes(found[:, :4].tolist(), found[:, 14].tolist(), self.score_threshold,
+                                self.nms_threshold, top_k=self.top_k)
+        return found[np.asarray(kept, np.int64).reshape(-1)]
 
 
 def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:

@@ -100,7 +100,7 @@ def decode(
 def decode_heads(maps: list[np.ndarray], strides: list[int], anchors: list[list[list[float]]], *,
                  min_objectness: float) -> np.ndarray:
     """The raw maps of a YOLOv5 model cut at its heads (``1 x 3*(5+C) x H/s x W/s`` per stride `s`, see
-    ``adapters.yolo_heads``) -> rows ``cx, cy, w, h, objectness, C class scores`` (input pixels), as the
+    ``adapters.derived``) -> rows ``cx, cy, w, h, objectness, C class scores`` (input pixels), as the
     model's own Detect layer computes them, for the cells whose objectness is at least `min_objectness`
     (0: every cell, in the Detect layer's order). Only those cells go through the sigmoid and the box formula:
     a frame has a few dozen of the ~19,000."""
@@ -187,7 +187,7 @@ class ObjectDetector:
         meta = self._session.get_modelmeta().custom_metadata_map
         self.names = names_from_metadata(meta)
         self._heads: tuple[list[int], list[list[list[float]]]] | None = None
-        if HEADS_META in meta:  # cut at its heads (adapters.yolo_heads): any input size, decoded here
+        if HEADS_META in meta:  # cut at its heads (adapters.derived): any input size, decoded here
             spec = json.loads(meta[HEADS_META])
             self._heads = (list(spec["strides"]), spec["anchors"])
 

@@ -1,24 +1,28 @@
-"""A YOLOv5 ONNX export cut at its three detection heads, so it runs on a 640x480 frame without padding.
+"""Models derived from verified model files, so they run at the size of the frame instead of a fixed one.
 
-The exported ``yolov5n.onnx`` takes a fixed 1x3x640x640 input. A 640x480 webcam frame is letterboxed into it,
-so a quarter of every inference is spent on grey padding, and the graph cannot take another size: its two
-``Resize`` nodes compute fixed output sizes and its ``Detect`` head holds grids and anchors for 80x80, 40x40
-and 20x20 cells as constants.
+Both exports the project ships declare a fixed 640x640 input, and onnxruntime refuses any other size; a
+640x480 webcam frame (or the 400x300 view the face proposals use) would be padded, and a quarter or more of
+every inference spent on padding. Each derivation below is written once per source file into
+``<cache_dir>/models/<stem>-<kind>-<sha256 of the source, 16 hex>.onnx`` with a ``.sha256`` sidecar (the
+derived file's hash and the source's), through a temp file and a rename, so a copy that changed or was cut
+short is derived again. ``onnx`` is imported only to derive. A derivation whose result does not reproduce the
+source's own output on a test input is refused, and the source is used as it is.
 
-``derive(source, cache_dir)`` writes, once per source file, the same network up to the three head
-convolutions (raw ``1 x 3*(5+C) x H/s x W/s`` maps for strides 8, 16, 32) with a free input height and width
-and the two upsamplings as plain 2x scales. The anchors and strides are read back from the source by running
-both graphs on one input and solving the head's formula (``wh = (2 sigmoid(t))^2 * anchor``,
-``xy = (2 sigmoid(t) - 0.5 + cell) * stride``); the derived graph is kept only when decoding its maps
-reproduces the source's own output on that input (``TOLERANCE``). They go in the model's metadata
-(``proctor_heads``), where ``bot.analysis.detectors.objects`` finds them and decodes the maps itself.
+``yolo_heads(source, cache_dir, *, source_sha256)``
+    YOLOv5 cut at its three detection heads. The export's two ``Resize`` nodes compute fixed output sizes and
+    its ``Detect`` head holds grids and anchors for 80x80, 40x40 and 20x20 cells as constants, so the derived
+    graph ends at the head convolutions (raw ``1 x 3*(5+C) x H/s x W/s`` maps for strides 8, 16, 32), takes a
+    free input height and width, and upsamples by plain 2x scales. The anchors and strides are read back from
+    the source by running both graphs on one input and solving the head's formula
+    (``wh = (2 sigmoid(t))^2 * anchor``, ``xy = (2 sigmoid(t) - 0.5 + cell) * stride``); the result is kept
+    only when decoding its maps reproduces the source's output (``TOLERANCE``). They go in the model's
+    metadata (``proctor_heads``), where ``bot.analysis.detectors.objects`` finds them and decodes the maps.
+    A graph that is not a YOLOv5 ``Detect`` head (a YOLOv8/11 export, say) gives None.
+    YOLOv5n on this machine, one thread: 640x640 59 ms, 640x480 43 ms (``benchmarks/bench_detectors.py``).
 
-YOLOv5n on this machine, one thread: 640x640 ~64 ms, 640x480 ~38 ms (``benchmarks/bench_detectors.py``).
-
-The file goes to ``<cache_dir>/models/<stem>-heads-<sha256 of the source, 16 hex>.onnx`` with a ``.sha256``
-sidecar, written through a temp file and renamed, so a copy that changed or was cut short is derived again.
-``onnx`` is imported only to derive; a graph that is not a YOLOv5 ``Detect`` head (a YOLOv8/11 export, say)
-gives None and the source is used as it is.
+``free_input(source, cache_dir, *, source_sha256)``
+    The same graph with its input's and outputs' spatial sizes left free (YuNet: every reshape in it is
+    already ``1 x -1 x k``). Checked by running it at the declared size (outputs equal) and at a smaller one.
 """
 from __future__ import annotations
 
@@ -37,14 +41,23 @@ from bot.analysis.detectors.objects import HEADS_META, decode_heads
 log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-2  # max |difference| between the source's output and the decoded heads, per value (pixels or scores)
-_VERSION = "1"  # bump when the derivation changes: it is part of the sidecar
+_VERSION = "1"  # bump when a derivation changes: it is part of the sidecar
+_SAME = 1e-3  # max |difference| between the source and the free graph at the source's own size
 
 
-def derive(source: Path, cache_dir: Path, *, source_sha256: str) -> Path | None:
-    """The heads model for `source` (derived now or found in the cache); None when `source` is not a YOLOv5
-    Detect-head export or ``onnx`` is not installed."""
-    out = Path(cache_dir) / "models" / f"{source.stem}-heads-{source_sha256[:16]}.onnx"
-    stamp = f"{_VERSION}:{source_sha256}"
+def yolo_heads(source: Path, cache_dir: Path, *, source_sha256: str) -> Path | None:
+    """YOLOv5 `source` cut at its heads (derived now or found in the cache); None when it cannot be."""
+    return _derived(source, cache_dir, source_sha256, "heads", _build_heads)
+
+
+def free_input(source: Path, cache_dir: Path, *, source_sha256: str) -> Path | None:
+    """`source` with free input and output sizes (derived now or found in the cache); None when it cannot be."""
+    return _derived(source, cache_dir, source_sha256, "free", _build_free)
+
+
+def _derived(source: Path, cache_dir: Path, source_sha256: str, kind: str, build) -> Path | None:
+    out = Path(cache_dir) / "models" / f"{source.stem}-{kind}-{source_sha256[:16]}.onnx"
+    stamp = f"{kind}{_VERSION}:{source_sha256}"
     if out.is_file() and _sidecar_ok(out, stamp):
         return out
     try:
@@ -53,8 +66,8 @@ def derive(source: Path, cache_dir: Path, *, source_sha256: str) -> Path | None:
         log.info("onnx is not installed: %s runs at its fixed input size", source.name)
         return None
     try:
-        data = _build(source)
-    except _NotHeads as e:
+        data = build(source)
+    except _Unfit as e:
         log.info("%s is used as it is: %s", source.name, e)
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -67,12 +80,12 @@ def derive(source: Path, cache_dir: Path, *, source_sha256: str) -> Path | None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _sidecar(out).write_text(f"{hashlib.sha256(data).hexdigest()} {stamp}\n", encoding="utf-8")
-    log.info("derived %s from %s (any input size, no padding)", out.name, source.name)
+    log.info("derived %s from %s (any input size)", out.name, source.name)
     return out
 
 
-class _NotHeads(Exception):
-    """The graph is not the one this module knows how to cut."""
+class _Unfit(Exception):
+    """The graph is not one this module knows how to derive from."""
 
 
 def _sidecar(path: Path) -> Path:
@@ -93,17 +106,17 @@ def _sidecar_ok(path: Path, stamp: str) -> bool:
     return h.hexdigest() == digest
 
 
-def _build(source: Path) -> bytes:
+def _build_heads(source: Path) -> bytes:
     import onnx
     from onnx import helper, numpy_helper, shape_inference
 
     model = onnx.load(str(source))
     g = model.graph
     if len(g.input) != 1 or len(g.output) != 1:
-        raise _NotHeads("not one input and one output")
+        raise _Unfit("not one input and one output")
     dims = [d.dim_value for d in g.input[0].type.tensor_type.shape.dim]
     if len(dims) != 4 or not all(dims):
-        raise _NotHeads("input is not a fixed 1x3xHxW")
+        raise _Unfit("input is not a fixed 1x3xHxW")
     producers = {o: n for n in g.node for o in n.output}
     heads = _head_convs(g.output[0].name, producers)
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
@@ -120,7 +133,7 @@ def _build(source: Path) -> bytes:
         peers = [i for c in consumers.get(n.output[0], []) if c.op_type == "Concat" for i in c.input
                  if i != n.output[0]]
         if not src or len(src) != 4 or not peers or shapes.get(peers[0], [])[2:] != [src[2] * 2, src[3] * 2]:
-            raise _NotHeads(f"Resize {n.name} is not a 2x upsampling")
+            raise _Unfit(f"Resize {n.name} is not a 2x upsampling")
         del n.input[1:]
         n.input.extend(["proctor_roi", "proctor_scale2"])
     g.initializer.extend([numpy_helper.from_array(np.zeros(0, np.float32), "proctor_roi"),
@@ -159,7 +172,7 @@ def _head_convs(output: str, producers: dict[str, Any]) -> list[str]:
     """The three Conv outputs the Detect head reshapes and decodes into `output`, in the order of the output."""
     final = producers.get(output)
     if final is None or final.op_type != "Concat" or len(final.input) != 3:
-        raise _NotHeads("output is not the Concat of three heads")
+        raise _Unfit("output is not the Concat of three heads")
     heads = []
     for branch in final.input:
         todo, seen, convs = [branch], set(), []
@@ -174,9 +187,9 @@ def _head_convs(output: str, producers: dict[str, Any]) -> list[str]:
             elif n.op_type in ("Reshape", "Transpose", "Sigmoid", "Split", "Mul", "Add", "Pow", "Concat"):
                 todo.extend(n.input[:1] if n.op_type == "Reshape" else n.input)
             elif n.op_type != "Constant":
-                raise _NotHeads(f"unexpected {n.op_type} in the Detect head")
+                raise _Unfit(f"unexpected {n.op_type} in the Detect head")
         if len(convs) != 1:
-            raise _NotHeads("a head branch does not start at one Conv")
+            raise _Unfit("a head branch does not start at one Conv")
         heads.append(convs[0])
     return heads
 
@@ -198,7 +211,7 @@ def _calibrate(source: Path, cut: bytes, dims: list[int]) -> tuple[list[int], li
     for m in maps:
         _, c, ny, nx = m.shape
         if c % 3 or dims[2] % ny or dims[2] // ny != dims[3] // nx:
-            raise _NotHeads(f"head of shape {m.shape} does not fit 3 anchors on a square grid")
+            raise _Unfit(f"head of shape {m.shape} does not fit 3 anchors on a square grid")
         y = 1.0 / (1.0 + np.exp(-m.reshape(3, c // 3, ny, nx).transpose(0, 2, 3, 1)))
         part = want[start:start + 3 * ny * nx].reshape(3, ny, nx, c // 3)
         start += 3 * ny * nx
@@ -206,8 +219,45 @@ def _calibrate(source: Path, cut: bytes, dims: list[int]) -> tuple[list[int], li
         anchors.append([[round(float(np.median(part[a, ..., k] / (2 * y[a, ..., k]) ** 2)), 3) for k in (2, 3)]
                         for a in range(3)])
     if start != len(want):
-        raise _NotHeads("the heads do not cover the output")
+        raise _Unfit("the heads do not cover the output")
     got = decode_heads(maps, strides, anchors, min_objectness=0.0)
     if float(np.abs(got - want).max()) > TOLERANCE:
-        raise _NotHeads("decoding the heads does not reproduce the output")
+        raise _Unfit("decoding the heads does not reproduce the output")
     return strides, anchors
+
+
+def _build_free(source: Path) -> bytes:
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(source))
+    g = model.graph
+    if len(g.input) != 1:
+        raise _Unfit("not one input")
+    dims = [d.dim_value for d in g.input[0].type.tensor_type.shape.dim]
+    if len(dims) != 4 or not all(dims):
+        raise _Unfit("input is not a fixed 1x3xHxW")
+    d = g.input[0].type.tensor_type.shape.dim
+    d[2].dim_param, d[3].dim_param = "height", "width"
+    for o in g.output:
+        for k, od in enumerate(o.type.tensor_type.shape.dim):
+            if k > 0:
+                od.dim_param = f"{o.name}_{k}"
+    del g.value_info[:]
+    onnx.checker.check_model(model)
+    data = model.SerializeToString()
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    whole = ort.InferenceSession(str(source), so, providers=["CPUExecutionProvider"])
+    free = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    name = whole.get_inputs()[0].name
+    x = np.random.default_rng(0).random(dims, dtype=np.float32) * 255
+    for a, b in zip(whole.run(None, {name: x}), free.run(None, {name: x}), strict=True):
+        if a.shape != b.shape or float(np.abs(a - b).max()) > _SAME:
+            raise _Unfit("the free graph does not reproduce the source at its own size")
+    try:
+        free.run(None, {name: x[:, :, : dims[2] // 2, : dims[3] // 2].copy()})
+    except Exception as e:  # onnxruntime raises its own error types
+        raise _Unfit(f"the graph does not run at another size: {e}") from None
+    return data

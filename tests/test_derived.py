@@ -1,4 +1,5 @@
-"""YOLOv5n cut at its heads (adapters.yolo_heads): the same detections as the whole export, without padding."""
+"""Models derived to run at the frame's size (adapters.derived): YOLOv5n cut at its heads gives the same detections
+as the whole export without padding; YuNet with a free input size finds what OpenCV's FaceDetectorYN finds."""
 from __future__ import annotations
 
 import av
@@ -7,8 +8,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from adapters.derived import free_input, yolo_heads
 from adapters.models import model_paths, sha256_of
-from adapters.yolo_heads import derive
+from bot.analysis.detectors.faces import YuNet
 from bot.analysis.detectors.objects import HEADS_META, ObjectDetector, decode_heads, letterbox
 from bot.analysis.frames import VideoFrame
 from bot.analysis.policy import Policy
@@ -20,7 +22,7 @@ SOURCE = MODELS / "yolov5n.onnx"
 
 @pytest.fixture(scope="module")
 def heads(tmp_path_factory):
-    return derive(SOURCE, tmp_path_factory.mktemp("cache"), source_sha256=sha256_of(SOURCE))
+    return yolo_heads(SOURCE, tmp_path_factory.mktemp("cache"), source_sha256=sha256_of(SOURCE))
 
 
 def video_frame(name: str, index: int) -> np.ndarray:
@@ -100,24 +102,57 @@ def test_fit_pads_to_the_largest_stride(heads):
 
 def test_derived_once_and_again_when_damaged(tmp_path):
     sha = sha256_of(SOURCE)
-    first = derive(SOURCE, tmp_path, source_sha256=sha)
+    first = yolo_heads(SOURCE, tmp_path, source_sha256=sha)
     assert first is not None and first.parent == tmp_path / "models" and first.name.endswith(f"{sha[:16]}.onnx")
     mtime = first.stat().st_mtime_ns
-    assert derive(SOURCE, tmp_path, source_sha256=sha) == first and first.stat().st_mtime_ns == mtime
+    assert yolo_heads(SOURCE, tmp_path, source_sha256=sha) == first and first.stat().st_mtime_ns == mtime
     good = first.read_bytes()
     first.write_bytes(good[: len(good) // 2])  # cut short
-    again = derive(SOURCE, tmp_path, source_sha256=sha)
+    again = yolo_heads(SOURCE, tmp_path, source_sha256=sha)
     assert again == first and again.read_bytes() == good
     assert not [p for p in (tmp_path / "models").iterdir() if p.suffix == ".tmp"]
 
 
-def test_another_graph_is_used_as_it_is(tmp_path):
-    yunet = MODELS / "face_detection_yunet_2023mar.onnx"
-    assert derive(yunet, tmp_path, source_sha256=sha256_of(yunet)) is None
+YUNET = MODELS / "face_detection_yunet_2023mar.onnx"
+
+
+def test_another_graph_is_not_cut(tmp_path):
+    assert yolo_heads(YUNET, tmp_path, source_sha256=sha256_of(YUNET)) is None
     assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("clip, step", [("asl/again.mkv", 8), ("asl/eat.mkv", 8), ("phone_in_hand_front.mp4", 8),
+                                         ("head-pose-face-detection-female-and-male.gif", 6)])
+def test_yunet_free_input_finds_what_opencv_finds(tmp_path, clip, step):
+    """The same faces, boxes, points and scores as cv2.FaceDetectorYN at 400 px wide, as the proposals run."""
+    free = free_input(YUNET, tmp_path, source_sha256=sha256_of(YUNET))
+    assert free is not None and free.name.startswith("face_detection_yunet_2023mar-free-")
+    mine = YuNet(free)
+    theirs = cv2.FaceDetectorYN.create(str(YUNET), "", (400, 300), 0.3, 0.3, 5000)
+    faces = 0
+    with av.open(str(MEDIA / "video" / clip)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i % step:
+                continue
+            img = f.to_ndarray(format="bgr24")
+            img = cv2.resize(img, (400, round(img.shape[0] * 400 / img.shape[1])))
+            theirs.setInputSize((img.shape[1], img.shape[0]))
+            want = theirs.detect(img)[1]
+            want = np.zeros((0, 15), np.float32) if want is None else want[np.argsort(-want[:, 14])]
+            got = mine.detect(img)
+            assert got.shape == want.shape
+            assert np.abs(got - want).max(initial=0.0) < 1e-3
+            faces += len(got)
+    assert faces >= 5
+
+
+def test_fixed_yunet_is_refused_with_a_clear_error():
+    with pytest.raises(ValueError, match="fixed input size"):
+        YuNet(YUNET)
 
 
 def test_model_paths_hand_on_the_cut_model(tmp_path):
     paths = model_paths(Settings(models_dir=MODELS, cache_dir=tmp_path))
     assert paths.yolo.parent == tmp_path / "models" and "heads" in paths.yolo.name
-    assert paths.yunet == MODELS / "face_detection_yunet_2023mar.onnx"
+    assert paths.yunet.parent == tmp_path / "models" and "free" in paths.yunet.name
+    assert paths.face_landmarker == MODELS / "face_landmarker.task"
