@@ -56,6 +56,41 @@ def level_db(samples: np.ndarray) -> float:
     return float(20 * np.log10(np.sqrt(np.mean(samples.astype(np.float64) ** 2)) + 1e-12))
 
 
+async def test_picked_samples_outlive_a_busy_consumer(link: Link) -> None:
+    """With a sampler, the frames due at 5/s are kept while the consumer is busy (bounded, oldest pushed out),
+    and a consumer that keeps up gets every one of them: 5 samples/s from a ~30 fps track."""
+    from bot.analysis.sampler import Sampler
+
+    clock = call_clock()
+    reader = LatestFrame(clock)
+    await link.connect(LoopingTrack(STUDENT_VIDEO, "video"))
+    reader.attach(link.received["video"])
+    sampler = Sampler({"faces": 5.0})
+    reader.sample(sampler.due, depth=3)
+    try:
+        assert await reader.next(timeout=10) is not None
+        await asyncio.sleep(1.5)  # busy: nothing taken for 1.5 s, ~7 samples picked
+        assert reader.samples_queued == 3 and reader.samples_dropped >= 3
+        kept = [reader.take_sample() for _ in range(3)]
+        assert all(k is not None and k.due == {"faces"} for k in kept)
+        ts = [k.t for k in kept if k is not None]
+        assert ts == sorted(ts) and all(0.15 < b - a < 0.3 for a, b in zip(ts, ts[1:]))  # the oldest went first
+        frame = reader.convert(kept[-1])  # type: ignore[arg-type]
+        assert frame.image.shape == (480, 640, 3) and frame.t == ts[-1]
+        dropped = reader.samples_dropped
+        start, got = clock(), []
+        while clock() - start < 2.0:  # keeping up: every picked frame is taken
+            sample = reader.take_sample()
+            if sample is not None:
+                got.append(sample.t)
+            await asyncio.sleep(0.02)
+        assert reader.samples_dropped == dropped
+        assert 9 <= len(got) <= 11, got  # 5/s over 2 s
+        assert all(0.15 < b - a < 0.3 for a, b in zip(got, got[1:]))
+    finally:
+        await reader.close()
+
+
 async def test_latest_frame_keeps_one_frame_for_a_slow_consumer(link: Link) -> None:
     clock = call_clock()
     source = LoopingTrack(STUDENT_VIDEO, "video")

@@ -32,6 +32,7 @@ from bot.analysis.rules import EventChange
 from bot.analysis.sampler import Sampler
 from bot.common import as_unix
 from bot.live.peer import BotPeer
+from bot.live.readers import Sample
 from bot.ports import CallUnreachable, MediaSource, OpenMedia
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ TRACK_REPORT_EVERY = 0.5  # seconds between TrackObservations per track
 BEHIND_WINDOW = 3.0  # s over which the face sampling rate is compared with the policy's
 BEHIND_RATIO = 0.9  # below this share of the face rate the call is behind: objects are deferred first
 OBJECTS_AT_LEAST_EVERY = 3.0  # s: a call that is behind still looks for objects this often
+SAMPLES_KEPT = 0.6  # s of picked frames the video reader keeps while a step runs (3 at 5 face samples/s)
 STATE_EVERY = 2.0  # s between two bot_state heartbeats (the interviewer's page shows "gone" after 10 s without)
 MAX_RELOADS = 5  # detector failures a call survives by reloading the models; past it the call's process restarts
 MAX_HEIGHT = 480  # the detectors need no more (faces at 640x480; YOLO letterboxes to 640)
@@ -204,29 +206,35 @@ class CallSession:
         loop = asyncio.get_running_loop()
         assert self._analyzer is not None
         sampler = Sampler.from_policy(self.policy.sampling)
-        # Look for a newer frame several times per sample period, so the sampler's grid is
-        # met (5/s stays 5/s); a look costs nothing when no detector is due.
+        # The video reader picks the frames a detector is due on as they arrive and keeps a few, so a step
+        # that outlasts a sample period (an identity check, a busy machine) delays samples instead of losing
+        # them; the loop looks for work several times per sample period.
         period = min(0.1, 1.0 / (4 * sampler.max_rate))
-        last_t: float | None = None
+        depth = max(1, round(SAMPLES_KEPT * sampler.max_rate))
+        sampled = None
         while not self._stopping.is_set():
             tick = time.monotonic()
-            frame: VideoFrame | None = None
+            sample = None
             due: frozenset[str] = frozenset()
             video = self.peer.video
-            if video is not None and video.latest_t is not None and (last_t is None or video.latest_t > last_t):
-                due = self._paced(sampler.due(video.latest_t))
-                if due:
-                    frame = video.latest()  # converts the newest frame only now
-                    last_t = frame.t if frame is not None else last_t
+            if video is not None:
+                if video is not sampled:
+                    video.sample(sampler.due, depth)
+                    sampled = video
+                sample = video.take_sample()
+                if sample is not None:
+                    due = self._paced(sample.due)
             audio = self.peer.audio.take_all() if self.peer.audio is not None else []
             if tick - self._state_at >= STATE_EVERY:
                 self._state_at = tick
                 await self.peer.send_state(self.state())
             others = self._other_observations()
-            if frame is not None or audio or others:
-                taken = time.time()
-                changes = await loop.run_in_executor(self._executor, self._step, frame, due, audio, others)
+            if sample is not None or audio or others:
+                taken = sample.arrived if sample is not None else time.time()
+                changes = await loop.run_in_executor(self._executor, self._sampled_step, sample, due, audio, others)
                 await self._send(changes, taken)
+            if video is not None and video.samples_queued:
+                continue  # more samples waiting: no pause
             wait = period - (time.monotonic() - tick)
             if wait > 0:
                 try:
@@ -265,6 +273,13 @@ class CallSession:
                 if reader is not None:
                     out.append(reader.observation(now))
         return out
+
+    def _sampled_step(self, sample: Sample | None, due: frozenset[str], audio: list[AudioChunk],
+                      others: list[Observation]) -> list[EventChange]:
+        """Worker thread: the picked frame converted to BGR here, not on the event loop, then `_step`."""
+        video = self.peer.video
+        frame = video.convert(sample) if sample is not None and due and video is not None else None
+        return self._step(frame, due, audio, others)
 
     def _step(self, frame: VideoFrame | None, due: frozenset[str], audio: list[AudioChunk],
               others: list[Observation]) -> list[EventChange]:

@@ -24,6 +24,7 @@ import collections
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal, TypeVar
 
@@ -188,8 +189,25 @@ class _TrackReader:
         raise NotImplementedError
 
 
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """A received frame some detectors are due on, picked as it arrived (``LatestFrame.sample``)."""
+
+    t: float  # call time of the frame
+    due: frozenset[str]
+    arrived: float  # wall-clock time.time() at arrival: where the alert latency starts
+    frame: Any  # the av.VideoFrame, converted by ``LatestFrame.convert`` in the consumer's thread
+
+
 class LatestFrame(_TrackReader):
-    """Keeps the newest video frame of a track; consumers sample it at their own rate."""
+    """Keeps the newest video frame of a track; consumers sample it at their own rate.
+
+    A consumer that must not lose samples while it is busy (the live call, whose analysis step may take
+    longer than a sample period under load) gives ``sample(due, depth)`` a sampler: each arriving frame that a
+    detector is due on is then kept, up to ``depth`` of them (the oldest pushed out and counted in
+    ``samples_dropped``), until ``take_sample`` hands it on. Without it, a step that ran for 0.5 s lost the
+    two face samples that arrived meanwhile, since only the newest frame is held.
+    """
 
     kind = "video"
 
@@ -197,11 +215,40 @@ class LatestFrame(_TrackReader):
         super().__init__(clock, max_skew=max_skew)
         self.frames_dropped = 0  # replaced before any consumer took them
         self.frames_taken = 0
+        self.samples_dropped = 0  # picked by the sampler, pushed out of the full queue before they were taken
         self.convert_seconds = 0.0  # CPU (thread time) spent converting to BGR
         self._t: float | None = None
         self._frame: av.VideoFrame | None = None
         self._taken = False
         self._converted: VideoFrame | None = None
+        self._due: Callable[[float], frozenset[str]] | None = None
+        self._samples: collections.deque[Sample] = collections.deque()
+        self._depth = 0
+
+    def sample(self, due: Callable[[float], frozenset[str]], depth: int) -> None:
+        """Pick the frames some detector is due on as they arrive (``due(t)`` names them), keeping `depth`."""
+        if depth < 1:
+            raise ValueError("depth must be >= 1")
+        self._due, self._depth = due, depth
+        self._samples = collections.deque(maxlen=depth)
+
+    @property
+    def samples_queued(self) -> int:
+        return len(self._samples)
+
+    def take_sample(self) -> Sample | None:
+        """The oldest picked frame not yet taken, or None."""
+        if not self._samples:
+            return None
+        self.frames_taken += 1
+        return self._samples.popleft()
+
+    def convert(self, sample: Sample) -> VideoFrame:
+        """A picked frame as BGR (in the caller's thread: the live call converts in its worker thread)."""
+        started = time.thread_time()
+        image = sample.frame.to_ndarray(format="bgr24")
+        self.convert_seconds += time.thread_time() - started
+        return VideoFrame(t=sample.t, image=image)
 
     @property
     def held(self) -> int:
@@ -243,6 +290,13 @@ class LatestFrame(_TrackReader):
         self._frame = frame
         self._taken = False
         self._converted = None
+        if self._due is not None:
+            due = self._due(self._t)
+            if due:
+                if len(self._samples) == self._depth:
+                    self.samples_dropped += 1
+                self._samples.append(Sample(self._t, due, time.time(), frame))
+                self._taken = True  # picked: not a dropped frame
         self._notify()
 
 
