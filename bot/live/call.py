@@ -142,6 +142,7 @@ class CallSession:
                 "fps": round(st.fps(), 2), "samples": dict(st.samples), "audio_chunks": st.audio_chunks,
                 "audio_dropped": audio.chunks_dropped if audio is not None else 0,
                 "frames_received": video.frames_received if video is not None else 0,
+                "samples_dropped": video.samples_dropped if video is not None else 0,
                 "changes": st.changes_sent, "detector_errors": st.detector_errors,
                 "behind": self.pace.behind(time.monotonic()), "objects_deferred": self.pace.objects_deferred,
                 "at": round(time.time(), 3)}
