@@ -132,6 +132,12 @@ SCENARIOS: dict[str, list[tuple[Segment, set[str]]]] = {
         seg("lights_down", 6, lit(clip(V / "student.mkv"), 0.45), allow={PERSON}),
         seg("lights_up", 6, lit(clip(ASL / "again.mkv"), 1.4), allow={PERSON}),
     ],
+    # person C signing with an ID badge that YOLOv5n reads as "cell phone" at up to 0.62, facing the camera
+    "badge": [
+        seg("learn", 8, clip(ASL / "learn.mkv"), allow={PERSON}),
+        seg("school", 8, clip(ASL / "school.mkv"), allow={PERSON}),
+        seg("learn2", 6, clip(ASL / "learn.mkv"), allow={PERSON}),
+    ],
 }
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import av
 import cv2
+import numpy as np
 import pytest
 
 from bot.analysis.detectors.faces import FaceDetector
@@ -147,3 +148,40 @@ def test_faces_in_a_poster_behind_a_moving_candidate_are_pictures_not_people():
         assert all(o.count == 2 and not o.pictures for o in photo)
     finally:
         d.close()
+
+
+def frames_of(name: str, indices: list[int]) -> list[np.ndarray]:
+    """The frames of a clip at `indices` (repeated and in any order, as a clip loops back and forth)."""
+    with av.open(str(MEDIA / "video" / name)) as c:
+        decoded = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    return [decoded[i] for i in indices]
+
+
+def test_looking_away_is_judged_from_the_candidates_own_level():
+    """Person C signs to a camera placed below the face: a pitch of ~+30 for the whole clip, which an absolute
+    threshold (25) calls looking away throughout. Judged against their first samples, it is not."""
+    d = _detector()
+    try:
+        images = frames_of("asl/learn.mkv", list(range(0, 60, 6)) * 3)
+        obs = [d.process(VideoFrame(t=i * 0.2, image=img)) for i, img in enumerate(images)]
+    finally:
+        d.close()
+    assert all(o.count == 1 for o in obs)
+    assert sum(o.pitch is not None and o.pitch > 25 for o in obs) >= len(obs) // 2  # the raw pose is "up"
+    settled = obs[10:]  # once BASELINE_MIN samples are in
+    assert sum(o.looking_away for o in settled) <= 2, [(o.pitch, o.looking_away) for o in settled]
+
+
+def test_looking_down_at_a_phone_stays_looking_away_after_the_baseline():
+    """phone_in_hand_front.mp4: 5 s at the camera set the straight ahead; then he looks down at the phone."""
+    d = _detector()
+    try:
+        at_camera = frames_of("phone_in_hand_front.mp4", list(range(72, 87, 2)) * 4)
+        at_phone = frames_of("phone_in_hand_front.mp4", list(range(44, 62, 2)))
+        for i, img in enumerate(at_camera):
+            d.process(VideoFrame(t=i * 0.2, image=img))
+        t0 = len(at_camera) * 0.2
+        down = [d.process(VideoFrame(t=t0 + i * 0.2, image=img)) for i, img in enumerate(at_phone)]
+    finally:
+        d.close()
+    assert sum(o.looking_away for o in down) >= len(down) - 2, [(o.count, o.pitch) for o in down]

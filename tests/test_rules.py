@@ -222,6 +222,43 @@ def test_id_badge_glint_does_not_fire_at_high_object_rate():
     assert (e.start, e.end) == (pytest.approx(2.0), pytest.approx(3.0))
 
 
+def at(label: str, confidence: float, box: tuple[int, int, int, int]) -> Detection:
+    return Detection(label, confidence, box)
+
+
+def phone_scene(phone: Callable[[float], tuple[Detection, ...]], **face_kw) -> Run:
+    """10 s of a candidate (face box 0..80 px high: the chin at y=80) and objects each second; faces first."""
+    return Run(faces(0, 10, lambda t: face(t, **face_kw)) + objects(0, 10, phone), end=10)
+
+
+BADGE = (30, 150, 20, 40)  # hanging on the chest, well below the chin
+HELD_UP = (100, 20, 30, 50)  # beside the face, its centre above the chin
+
+
+def test_a_badge_facing_the_camera_is_not_a_phone():
+    """ID badges read as "cell phone" at up to ~0.6 (student.mkv, learn.mkv): below PHONE_ALONE, a "phone" under
+    the chin of someone facing the camera does not count, however long it is seen."""
+    assert phone_scene(lambda t: (at("cell phone", 0.6, BADGE),), looking_away=False).events() == []
+    # the same box while the candidate looks down at it is a phone in hand
+    [e] = phone_scene(lambda t: (at("cell phone", 0.6, BADGE),), looking_away=True).events(SUSPICIOUS_OBJECT)
+    assert e.detail == {"label": "cell phone", "confidence": 0.6}
+
+
+def test_a_phone_held_up_or_sure_counts_facing_the_camera():
+    [e] = phone_scene(lambda t: (at("cell phone", 0.45, HELD_UP),), looking_away=False).events(SUSPICIOUS_OBJECT)
+    assert e.detail["confidence"] == 0.45
+    [e] = phone_scene(lambda t: (at("cell phone", 0.75, BADGE),), looking_away=False).events(SUSPICIOUS_OBJECT)
+    assert e.detail["confidence"] == 0.75  # PHONE_ALONE: a phone this sure counts wherever it is
+
+
+def test_a_remote_looked_at_is_a_phone_read_edge_on():
+    """phone_in_hand_profile.mp4: the phone held edge-on reads as "remote" (0.17-0.29) while he looks down."""
+    [e] = phone_scene(lambda t: (at("remote", 0.28, BADGE),), looking_away=True).events(SUSPICIOUS_OBJECT)
+    assert e.detail == {"label": "cell phone", "confidence": 0.28, "read_as": "remote"}
+    assert phone_scene(lambda t: (at("remote", 0.28, BADGE),), looking_away=False).events() == []  # on a desk
+    assert phone_scene(lambda t: (at("remote", 0.12, BADGE),), looking_away=True).events(SUSPICIOUS_OBJECT) == []
+
+
 def test_persistent_objects_one_event_per_label():
     def fn(t: float) -> tuple[Detection, ...]:
         out = []
@@ -476,3 +513,18 @@ def test_eyes_looking_down_are_not_closed_eyes():
     assert [e.type for e in Run(down, end=8).events()] == [LOOKING_AWAY]
     level = faces(0, 8, lambda t: face(t, eyes_closed=0.7, pitch=-5.0))
     assert [e.type for e in Run(level, end=8).events()] == [EYES_CLOSED]
+
+
+def test_a_phone_over_a_hidden_face_counts():
+    """Head down over the phone, the face not found, the candidate still in the seat: looking at it."""
+    visible = lambda t: FaceObservation(t, 1, (Face((280, 90, 80, 90), 0.9),))
+    phone = Detection("cell phone", 0.5, (300, 300, 40, 60))  # low, in front of the chest
+    obs = faces(0, 3, visible) + faces(3, 10, lambda t: face(t, 0))
+    obs += seen(0, 3, (SEATED,)) + seen(3, 10, (SEATED, phone))
+    run = Run(obs, end=10)
+    [e] = run.events(SUSPICIOUS_OBJECT)
+    assert e.detail == {"label": "cell phone", "confidence": 0.5} and e.start >= 3
+    assert run.events(FACE_MISSING) == [] and run.events(LOOKING_AWAY)[0].detail.get("face_hidden") is True
+    # the same phone while the face shows, looking at the camera, is a badge
+    obs = faces(0, 10, visible) + seen(0, 10, (SEATED, phone))
+    assert Run(obs, end=10).events(SUSPICIOUS_OBJECT) == []

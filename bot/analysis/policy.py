@@ -100,6 +100,10 @@ class Thresholds:
     frozen_change: float = 0.6  # mean abs diff below this counts as "no change"
     vad_db: float = -45.0  # audio below this level is never speech
     object_min_confidence: float = 0.25  # detector-level floor (rules apply their own)
+    # labels a handheld phone is read as (held edge-on, in profile: "remote" at 0.15-0.3 in
+    # phone_in_hand_profile.mp4) and the confidence from which the detector keeps them; the rules count
+    # one as a phone only while the candidate looks away from the camera
+    phone_like: dict[str, float] = field(default_factory=lambda: {"remote": 0.15})
 
 
 @dataclass
@@ -180,6 +184,9 @@ class Policy:
                 raise PolicyError(f"rules.{name}.min_samples must be >= 1")
             if not 0 <= r.min_share <= 1:
                 raise PolicyError(f"rules.{name}.min_share must be in [0, 1], got {r.min_share}")
+        for label, floor in self.detection.phone_like.items():
+            if not 0 < floor <= 1:
+                raise PolicyError(f"detection.phone_like.{label} must be in (0, 1], got {floor}")
         for name, w in self.scoring.weights.items():
             if w < 0:
                 raise PolicyError(f"scoring.weights.{name} must be >= 0")

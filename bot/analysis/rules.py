@@ -33,6 +33,10 @@ Rule by rule:
   the frame they are false (face_missing covers that), so an event does not outlive the face.
 - suspicious_object: one run per label in ``rule.labels`` (``"person"`` excepted: extra_person owns it);
   positive when the label's best detection has ``confidence >= threshold``; detail: label, best confidence.
+  A "cell phone" below ``PHONE_ALONE`` counts only when held up (above the chin) or looked at (the candidate
+  looks away or hides the face while seated): an ID badge reads as a phone, and hangs below the chin of
+  someone facing the camera. While the candidate looks away, a "remote" (``detection.phone_like``) is a
+  phone read edge-on (detail ``read_as``).
 - extra_person: two or more ``"person"`` detections at ``confidence >= threshold`` and more of them than have a
   visible face (a face box of the latest face sample, at most ``FACE_TTL`` s old, inside the person's box): a
   second person whose face is visible is multiple_faces, one fact, one event. Reported as a
@@ -103,6 +107,7 @@ CONFIDENCE_STEP = 0.1  # a confidence change this large is worth an "updated"
 SEAT_TTL = 1.6  # s an object sample's "person in the seat" holds for the face samples after it (objects: 1/s)
 LOOKING_DOWN = 0.8  # pitch below -this x detection.pitch_threshold: eyes_closed is not judged
 FACE_TTL = 0.5  # s a face sample's boxes hold for the object samples after it
+PHONE_ALONE = 0.7  # a "cell phone" this sure counts by itself; below it, only held up or looked at (_phone)
 _ID_NAMESPACE = uuid.UUID("6f1c4a52-8d0e-4c1e-9a57-2f0b7c1d9e31")
 
 Detail = dict[str, Any]
@@ -335,6 +340,7 @@ class RuleEngine:
         self._runs: dict[tuple[str, str], _Run] = {}
         self._pages: dict[str, _PageState] = {}
         self._faces: deque[_FaceSample] = deque()
+        self._attention: tuple[float, bool, int | None] = (-math.inf, False, None)  # t, looking away, chin y
         self._audio: deque[AudioObservation] = deque()  # chunks waiting for the face samples over them
         self._seat: tuple | None = None  # the seat occupant's person box at the latest object sample
         self._objects_at = -math.inf  # time of the latest object sample
@@ -383,6 +389,7 @@ class RuleEngine:
             if run.active:
                 out += run.finish(t)
         self._faces.clear()
+        self._attention = (-math.inf, False, None)
         return out
 
     def open_events(self) -> list[Event]:
@@ -439,6 +446,8 @@ class RuleEngine:
             strength=scores[1] if len(scores) >= 2 else 1.0, detail={"count": o.count})
 
         away: bool = (o.count >= 1 and o.looking_away) or (o.count == 0 and seated)
+        chin = o.faces[0].box[1] + o.faces[0].box[3] if o.faces else None
+        self._attention = (t, away, chin)
         detail = {"yaw": _r(o.yaw, 1), "pitch": _r(o.pitch, 1), "gaze_x": _r(o.gaze_x), "gaze_y": _r(o.gaze_y)}
         if o.count == 0 and seated:
             detail["face_hidden"] = True
@@ -511,12 +520,20 @@ class RuleEngine:
             labels = dict.fromkeys(name.strip().lower() for name in rule.labels)
             labels.pop("person", None)
             for label in labels:
-                best = max((d.confidence for d in o.detections if d.label.strip().lower() == label), default=0.0)
+                detail: Detail
+                if label == "cell phone":
+                    positive, best, read_as = self._phone(o, rule.threshold)
+                    detail = {"label": label, "confidence": _r(best, 3)}
+                    if read_as != label:
+                        detail["read_as"] = read_as
+                else:
+                    best = max((d.confidence for d in o.detections if d.label.strip().lower() == label),
+                               default=0.0)
+                    positive, detail = best >= rule.threshold, {"label": label, "confidence": _r(best, 3)}
                 out += self._sample(
                     self._run("suspicious_object", SUSPICIOUS_OBJECT, label,
                               merge=_merge_extremes(max_keys=("confidence",))),
-                    t, t, best >= rule.threshold, cause=t, strength=best,
-                    detail={"label": label, "confidence": _r(best, 3)})
+                    t, t, positive, cause=t, strength=best, detail=detail)
 
         rule = self._rule("extra_person")
         if rule is not None:
@@ -530,6 +547,36 @@ class RuleEngine:
                 t, t, len(persons) >= 2 and hidden >= 1, cause=t, strength=second,
                 detail={"label": "person", "count": len(persons), "faceless": hidden, "confidence": _r(second, 3)})
         return out
+
+    def _phone(self, o: ObjectObservation, threshold: float) -> tuple[bool, float, str]:
+        """Phone evidence in an object sample: (positive, confidence, label it was read as).
+
+        A nano COCO model reads an ID badge on a lanyard as a "cell phone" at up to ~0.6 (student.mkv, learn.mkv),
+        and a phone held edge-on or in profile as a "remote" (phone_in_hand_profile.mp4). So a "cell phone"
+        counts by itself only from ``PHONE_ALONE``; below it, from the rule's threshold, when it is held up
+        (its centre above the candidate's chin) or the candidate's attention is off the camera (the latest face
+        sample, at most ``FACE_TTL`` old, is looking away, or the face is hidden while someone is in the seat):
+        a badge hangs below the chin of someone who faces the camera. A label in ``detection.phone_like`` counts as
+        a phone from its own floor, only while the attention is off the camera. With no face sample to judge by
+        (faces not analysed), the rule's threshold alone decides, as for any label."""
+        face_t, away, chin = self._attention
+        unknown = o.t - face_t > FACE_TTL + EPS  # no face sample to judge by (faces not analysed): threshold only
+        positive, best, read_as = False, 0.0, "cell phone"
+        like = self.policy.detection.phone_like
+        for d in o.detections:
+            label = d.label.strip().lower()
+            if label == "cell phone":
+                raised = chin is not None and d.box[1] + d.box[3] / 2 < chin
+                ok = d.confidence >= PHONE_ALONE or (d.confidence >= threshold and (unknown or away or raised))
+            elif label in like:
+                ok = away and d.confidence >= like[label]
+            else:
+                continue
+            if ok and (not positive or d.confidence > best):
+                positive, best, read_as = True, d.confidence, label
+            elif not positive and label == "cell phone":
+                best = max(best, d.confidence)  # reported even when it does not count
+        return positive, best, read_as
 
     # -- camera, tracks, page --
 

@@ -33,6 +33,15 @@ Two models, each doing what it is good at:
   frozen feed) nothing is left out, and a frame processed alone (no earlier sample within ``TRACK_GAP`` s) is
   judged alone.
 
+* Looking away: the head's yaw past the looking_away threshold; or, up or down, where the eyes point past
+  ``pitch_threshold``: the head's pitch from the candidate's own level (``_level``: the median pitch of their
+  first face samples, within ``BASELINE_MAX`` degrees of the camera's axis) plus the eyes' turn in the head
+  (``EYE_DEGREES`` x gaze_y); or the gaze alone past ``gaze_threshold``. (Across, the eyes turned back to the
+  screen would cancel a head turn: the yaw is judged alone, as calibrated.) A camera placed above or below the
+  screen then does not make a whole interview "looking away" (person C of the ASL clips
+  reads a pitch of +32 signing to the camera), and a head bowed 22-27 degrees with the eyes lowered too, over
+  a phone (phone_in_hand_front.mp4), is looking away although neither alone passes its threshold.
+
 Conventions (see ``bot.analysis.observations.FaceObservation``): yaw > 0 when the head turns towards the
 image's left (the person's right), pitch > 0 when the head tilts up, roll > 0 when the eye line
 rotates counter-clockwise in the image; gaze_x > 0 when the irises move towards the image's left,
@@ -65,6 +74,10 @@ STILL_PX = 1.0  # mean mesh-point movement (frame pixels) since a face's track b
 TRACK_IOU = 0.3  # a face continues a track of the sample before when their boxes overlap this much
 TRACK_GAP = 1.0  # seconds between two samples beyond which the tracks are dropped
 FOLLOW_GAP = 0.5  # a sample within this of the last scan follows its faces instead of scanning again
+BASELINE_SAMPLES = 25  # first face samples (5 s at 5/s) whose median pitch is the candidate's level
+BASELINE_MIN = 10  # samples before that median is used
+BASELINE_MAX = 20.0  # degrees the level pitch may be off the camera's axis
+EYE_DEGREES = 30.0  # degrees the eyes turn in the head at gaze 1.0 (the iris at the edge of its usual range)
 GAZE_RANGE = 0.3  # iris offset from the eye centre (share of the eye width) that maps to gaze 1.0
 GAZE_Y_NEUTRAL = 0.06  # a level iris sits this far (eye widths) above the corners' line
 
@@ -126,6 +139,7 @@ class FaceDetector:
         self._tracks: list[_Track] = []
         self._tracks_t: float | None = None
         self._carry: list[tuple[Face, np.ndarray]] = []  # faces of the last scan, to follow on the next sample
+        self._pitches: list[float] = []  # the candidate's first pitch samples (_level)
 
     def close(self) -> None:
         """Release the landmarker now (its __del__ fails at interpreter exit)."""
@@ -207,9 +221,12 @@ class FaceDetector:
         obs_faces = tuple(f for f, _ in faces)
         if cand is None:
             return FaceObservation(t=frame.t, count=len(faces), faces=obs_faces, pictures=pictures)
+        pitch0 = self._level(cand, len(faces))
+        # up or down: where the eyes point, the head's tilt from level plus the eyes' own turn in the head
+        up = cand.pitch - pitch0 + EYE_DEGREES * cand.gaze_y
         away = (
             abs(cand.yaw) > self.policy.rules["looking_away"].threshold
-            or abs(cand.pitch) > det.pitch_threshold
+            or abs(up) > det.pitch_threshold
             or max(abs(cand.gaze_x), abs(cand.gaze_y)) > det.gaze_threshold
         )
         return FaceObservation(
@@ -227,6 +244,20 @@ class FaceDetector:
             landmarks=tuple((round(float(cand.points[i][0]), 1), round(float(cand.points[i][1]), 1)) for i in _DLIB5),
             pictures=pictures,
         )
+
+    def _level(self, cand: _Mesh, count: int) -> float:
+        """The candidate's own level pitch: the median over their first ``BASELINE_SAMPLES`` face samples alone
+        in the picture, clamped to ``BASELINE_MAX`` degrees; 0 until ``BASELINE_MIN`` samples are in. A camera
+        below the eyes (a laptop's) or above them (on a monitor) tilts the head by a constant for the whole call
+        (person C of the ASL clips reads a pitch of +32 signing to the camera), which is not looking away; the
+        clamp keeps a candidate who starts by looking down from setting "down" as level. Yaw has no baseline:
+        a camera beside the screen is rarer than one above or below it, and a call that starts with the head
+        turned (head-pose-face-detection-female.gif) would set a turned head as straight ahead."""
+        if count == 1 and len(self._pitches) < BASELINE_SAMPLES:
+            self._pitches.append(cand.pitch)
+        if len(self._pitches) < BASELINE_MIN:
+            return 0.0
+        return float(np.clip(np.median(self._pitches), -BASELINE_MAX, BASELINE_MAX))
 
     def _track(self, t: float, faces: list[tuple[Face, _Mesh | None]]) -> list[bool | None]:
         """Continue the face tracks with this sample's faces; per face, whether it has moved since its track

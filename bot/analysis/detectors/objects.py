@@ -194,8 +194,9 @@ class ObjectDetector:
     def close(self) -> None:
         self._session = None
 
-    def raw(self, image: np.ndarray) -> tuple[np.ndarray, float, tuple[float, float]]:
-        """Run the model on a BGR image; returns (raw output, scale, pad) for `decode`."""
+    def raw(self, image: np.ndarray, floor: float | None = None) -> tuple[np.ndarray, float, tuple[float, float]]:
+        """Run the model on a BGR image; returns (raw output, scale, pad) for `decode`. A model cut at its heads
+        decodes here the cells whose objectness reaches `floor` (default: the policy's object floor)."""
         if self._session is None:
             raise RuntimeError("ObjectDetector is closed")
         boxed, scale, pad = letterbox(image, self.fit(image.shape[1], image.shape[0]))
@@ -203,7 +204,8 @@ class ObjectDetector:
         outs = self._session.run(None, {self._input_name: blob})
         if self._heads is None:
             return outs[0], scale, pad
-        rows = decode_heads(outs, *self._heads, min_objectness=self.policy.detection.object_min_confidence)
+        floor = self.policy.detection.object_min_confidence if floor is None else floor
+        rows = decode_heads(outs, *self._heads, min_objectness=floor)
         return rows.reshape(-1, len(self.names) + 5), scale, pad
 
     def fit(self, w: int, h: int) -> tuple[int, int]:
@@ -218,9 +220,12 @@ class ObjectDetector:
         return (math.ceil(round(w * r) / step) * step, math.ceil(round(h * r) / step) * step)
 
     def process(self, frame: VideoFrame) -> ObjectObservation:
-        out, scale, pad = self.raw(frame.image)
-        dets = decode(
-            out, scale=scale, pad=pad, frame_size=(frame.width, frame.height), names=self.names,
-            min_confidence=self.policy.detection.object_min_confidence,
-        )
+        det = self.policy.detection
+        floor = min(det.object_min_confidence, *det.phone_like.values())
+        out, scale, pad = self.raw(frame.image, floor)
+        dets = decode(out, scale=scale, pad=pad, frame_size=(frame.width, frame.height), names=self.names,
+                      min_confidence=floor)
+        if floor < det.object_min_confidence:  # below the floor, only the labels a phone is read as
+            dets = [d for d in dets if d.confidence >= det.object_min_confidence
+                    or d.confidence >= det.phone_like.get(d.label, 1.0)]
         return ObjectObservation(t=frame.t, detections=tuple(dets), frame_size=(frame.width, frame.height))
