@@ -58,7 +58,17 @@ from bot.settings import Settings  # noqa: E402
 from tests.support.candidate import CandidatePeer  # noqa: E402
 from tests.support.clients import Listener, http, served  # noqa: E402
 from tests.support.paths import MEDIA  # noqa: E402
-from tests.support.scenario import Segment, black, clip, compose, frozen, lit, postered, still  # noqa: E402
+from tests.support.scenario import (  # noqa: E402
+    Segment,
+    black,
+    clip,
+    compose,
+    frozen,
+    leaning,
+    lit,
+    postered,
+    still,
+)
 from tests.support.waiting import wait_for  # noqa: E402
 
 V, IMG, ASL = MEDIA / "video", MEDIA / "images", MEDIA / "video/asl"
@@ -131,6 +141,8 @@ SCENARIOS: dict[str, list[tuple[Segment, set[str]]]] = {
         seg("poster", 10, postered(clip(V / "student.mkv"), IMG / "two_people.jpg"), allow={PERSON}),
         seg("lights_down", 6, lit(clip(V / "student.mkv"), 0.45), allow={PERSON}),
         seg("lights_up", 6, lit(clip(ASL / "again.mkv"), 1.4), allow={PERSON}),
+        # leaning in towards the camera and back (a zoom to 1.4x and back over 8 s)
+        seg("leaning", 8, leaning(clip(V / "student.mkv")), allow={PERSON}),
     ],
     # person C signing with an ID badge that YOLOv5n reads as "cell phone" at up to 0.62, facing the camera
     "badge": [

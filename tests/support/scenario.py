@@ -111,6 +111,22 @@ def postered(source: FrameSource, poster: Path, width: int = 160) -> FrameSource
     return gen
 
 
+def leaning(source: FrameSource, closest: float = 1.4) -> FrameSource:
+    """The candidate leaning in towards the camera and back again, simulated by a zoom: the picture grows
+    smoothly to `closest` times its size halfway through the segment (a crop around the upper middle, where a
+    webcam's face is) and shrinks back. Nobody changes: no event may come of it."""
+
+    def gen(n: int, fps: int) -> Iterator[np.ndarray]:
+        for i, frame in enumerate(source(n, fps)):
+            h, w = frame.shape[:2]
+            scale = 1.0 + (closest - 1.0) * (1.0 - abs(2.0 * i / max(1, n - 1) - 1.0))
+            cw, ch = w / scale, h / scale
+            x0, y0 = (w - cw) / 2, (h - ch) * 0.4
+            m = np.array([[scale, 0, -x0 * scale], [0, scale, -y0 * scale]], np.float32)
+            yield cv2.warpAffine(frame, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return gen
+
+
 @dataclass
 class Segment:
     name: str
