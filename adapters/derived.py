@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,8 @@ def free_input(source: Path, cache_dir: Path, *, source_sha256: str) -> Path | N
     return _derived(source, cache_dir, source_sha256, "free", _build_free)
 
 
-def _derived(source: Path, cache_dir: Path, source_sha256: str, kind: str, build) -> Path | None:
+def _derived(source: Path, cache_dir: Path, source_sha256: str, kind: str,
+             build: Callable[[Path], bytes]) -> Path | None:
     out = Path(cache_dir) / "models" / f"{source.stem}-{kind}-{source_sha256[:16]}.onnx"
     stamp = f"{kind}{_VERSION}:{source_sha256}"
     if out.is_file() and _sidecar_ok(out, stamp):
