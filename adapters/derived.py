@@ -29,15 +29,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from adapters.models import sha256_of
 from bot.analysis.detectors.objects import HEADS_META, decode_heads
+from bot.common import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +73,7 @@ def _derived(source: Path, cache_dir: Path, source_sha256: str, kind: str,
         log.info("%s is used as it is: %s", source.name, e)
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(out, data)
     _sidecar(out).write_text(f"{hashlib.sha256(data).hexdigest()} {stamp}\n", encoding="utf-8")
     log.info("derived %s from %s (any input size)", out.name, source.name)
     return out
@@ -99,13 +92,7 @@ def _sidecar_ok(path: Path, stamp: str) -> bool:
         digest, recorded = _sidecar(path).read_text(encoding="utf-8").split()
     except (OSError, ValueError):
         return False
-    if recorded != stamp:
-        return False
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest() == digest
+    return recorded == stamp and sha256_of(path) == digest
 
 
 def _build_heads(source: Path) -> bytes:

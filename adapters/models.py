@@ -56,7 +56,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters import derived
 from bot.analysis.detectors import ModelPaths
 
 log = logging.getLogger(__name__)
@@ -320,6 +319,8 @@ def model_paths(settings: Any, *, yolo_model: str | os.PathLike[str] | None = No
     """Every model the detectors load, resolved and verified (`ModelError` on the first bad one). YuNet is
     handed on with a free input size and a YOLOv5 export cut at its heads (``adapters.derived``: derived once
     into the user cache), so frames run at their own size, unpadded."""
+    from adapters import derived  # it hashes with sha256_of, from here
+
     paths = {name: resolve(name, settings, yolo_model=yolo_model) for name in MODELS}
     cache = Path(settings.cache_dir)
     yolo, yunet = paths["yolo"], paths["yunet"]

@@ -330,6 +330,22 @@ class _FaceSample:
     mouth_open: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class _LastFace:
+    """What the latest face sample said that object samples use: the face boxes (largest first) and the
+    pictures' boxes (faces of the person boxes), and whether the candidate looked away."""
+
+    t: float = -math.inf
+    boxes: tuple[tuple[int, int, int, int], ...] = ()
+    pictures: tuple[tuple[int, int, int, int], ...] = ()
+    away: bool = False
+
+    @property
+    def chin(self) -> int | None:
+        """The bottom of the candidate's (largest) face box."""
+        return self.boxes[0][1] + self.boxes[0][3] if self.boxes else None
+
+
 class RuleEngine:
     """Observations in, event changes out. One engine per interview (or analysed file)."""
 
@@ -340,12 +356,11 @@ class RuleEngine:
         self._runs: dict[tuple[str, str], _Run] = {}
         self._pages: dict[str, _PageState] = {}
         self._faces: deque[_FaceSample] = deque()
-        self._attention: tuple[float, bool, int | None] = (-math.inf, False, None)  # t, looking away, chin y
         self._audio: deque[AudioObservation] = deque()  # chunks waiting for the face samples over them
         self._seat: tuple | None = None  # the seat occupant's person box at the latest object sample
         self._objects_at = -math.inf  # time of the latest object sample
         # latest face sample: time, the boxes of its faces, of the faces in pictures
-        self._face_boxes: tuple[float, tuple, tuple] = (-math.inf, (), ())
+        self._last_face = _LastFace()
         fps = max(policy.sampling.face_fps, 0.1)
         self._margin = max(0.25, 1.0 / fps)
 
@@ -389,7 +404,7 @@ class RuleEngine:
             if run.active:
                 out += run.finish(t)
         self._faces.clear()
-        self._attention = (-math.inf, False, None)
+        self._last_face = _LastFace()
         return out
 
     def open_events(self) -> list[Event]:
@@ -435,7 +450,6 @@ class RuleEngine:
             self._faces.popleft()
 
         t = o.t
-        self._face_boxes = (t, tuple(f.box for f in o.faces), tuple(f.box for f in o.pictures))
         seated = self._seated(t)
         out = self._sample(self._run("face_missing", FACE_MISSING), t, t, o.count == 0 and not seated, cause=t)
 
@@ -446,8 +460,7 @@ class RuleEngine:
             strength=scores[1] if len(scores) >= 2 else 1.0, detail={"count": o.count})
 
         away: bool = (o.count >= 1 and o.looking_away) or (o.count == 0 and seated)
-        chin = o.faces[0].box[1] + o.faces[0].box[3] if o.faces else None
-        self._attention = (t, away, chin)
+        self._last_face = _LastFace(t, tuple(f.box for f in o.faces), tuple(f.box for f in o.pictures), away)
         detail = {"yaw": _r(o.yaw, 1), "pitch": _r(o.pitch, 1), "gaze_x": _r(o.gaze_x), "gaze_y": _r(o.gaze_y)}
         if o.count == 0 and seated:
             detail["face_hidden"] = True
@@ -510,9 +523,9 @@ class RuleEngine:
     def _objects(self, o: ObjectObservation) -> list[EventChange]:
         t = o.t
         out: list[EventChange] = []
-        face_t, boxes, pictured = self._face_boxes
-        recent = boxes if t - face_t <= FACE_TTL + EPS else ()
-        pictured = pictured if t - face_t <= FACE_TTL + EPS else ()
+        last = self._last_face
+        recent = last.boxes if t - last.t <= FACE_TTL + EPS else ()
+        pictured = last.pictures if t - last.t <= FACE_TTL + EPS else ()
         self._seat = track_seat(self._seat, o.detections, o.frame_size, recent)
         self._objects_at = t
         rule = self._rule("suspicious_object")
@@ -559,8 +572,9 @@ class RuleEngine:
         a badge hangs below the chin of someone who faces the camera. A label in ``detection.phone_like`` counts as
         a phone from its own floor, only while the attention is off the camera. With no face sample to judge by
         (faces not analysed), the rule's threshold alone decides, as for any label."""
-        face_t, away, chin = self._attention
-        unknown = o.t - face_t > FACE_TTL + EPS  # no face sample to judge by (faces not analysed): threshold only
+        last = self._last_face
+        away, chin = last.away, last.chin
+        unknown = o.t - last.t > FACE_TTL + EPS  # no face sample to judge by (faces not analysed): threshold only
         positive, best, read_as = False, 0.0, "cell phone"
         like = self.policy.detection.phone_like
         for d in o.detections:

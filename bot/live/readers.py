@@ -222,14 +222,13 @@ class LatestFrame(_TrackReader):
         self._taken = False
         self._converted: VideoFrame | None = None
         self._due: Callable[[float], frozenset[str]] | None = None
-        self._samples: collections.deque[Sample] = collections.deque()
-        self._depth = 0
+        self._samples: collections.deque[Sample] = collections.deque(maxlen=1)
 
     def sample(self, due: Callable[[float], frozenset[str]], depth: int) -> None:
         """Pick the frames some detector is due on as they arrive (``due(t)`` names them), keeping `depth`."""
         if depth < 1:
             raise ValueError("depth must be >= 1")
-        self._due, self._depth = due, depth
+        self._due = due
         self._samples = collections.deque(maxlen=depth)
 
     @property
@@ -293,7 +292,7 @@ class LatestFrame(_TrackReader):
         if self._due is not None:
             due = self._due(self._t)
             if due:
-                if len(self._samples) == self._depth:
+                if len(self._samples) == self._samples.maxlen:
                     self.samples_dropped += 1
                 self._samples.append(Sample(self._t, due, time.time(), frame))
                 self._taken = True  # picked: not a dropped frame

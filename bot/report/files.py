@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 from bot.analysis.offline import Analysis
 from bot.analysis.policy import Policy
+from bot.common import write_atomic
 from bot.report.data import ReportData
 from bot.report.pdf import build_pdf
 from bot.report.tables import build_csv, build_json
@@ -40,21 +39,10 @@ def write_outputs(result: Analysis, out: str | Path, *, policy: Policy, source: 
     for item, event in zip(doc["events"], result.events):
         if event.snapshot:
             name = f"snapshots/{event.id}.jpg"
-            _atomic_write(out / name, event.snapshot)
+            write_atomic(out / name, event.snapshot)
             item["snapshot"] = name
     paths = {"events": out / "events.json", "pdf": out / "report.pdf", "csv": out / "report.csv"}
-    _atomic_write(paths["events"], json.dumps(doc, indent=2, default=str).encode())
-    _atomic_write(paths["pdf"], build_pdf(data))
-    _atomic_write(paths["csv"], build_csv(data).encode())
+    write_atomic(paths["events"], json.dumps(doc, indent=2, default=str).encode())
+    write_atomic(paths["pdf"], build_pdf(data))
+    write_atomic(paths["csv"], build_csv(data).encode())
     return paths
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
