@@ -185,3 +185,32 @@ def test_looking_down_at_a_phone_stays_looking_away_after_the_baseline():
     finally:
         d.close()
     assert sum(o.looking_away for o in down) >= len(down) - 2, [(o.count, o.pitch) for o in down]
+
+
+def test_mediapipe_drawing_utilities_are_loaded_only_when_used(tmp_path):
+    """A fresh interpreter: the detector runs without matplotlib; MediaPipe's drawing utilities still work."""
+    import subprocess
+    import sys
+
+    models = shared_models()
+    code = f"""
+import sys
+from bot.analysis.detectors.faces import FaceDetector
+from bot.analysis.frames import VideoFrame
+from bot.analysis.policy import Policy
+import numpy as np
+d = FaceDetector(Policy(), {str(models.yunet)!r}, {str(models.face_landmarker)!r})
+d.process(VideoFrame(t=0.0, image=np.zeros((480, 640, 3), np.uint8)))
+d.close()
+print("before", "matplotlib" in sys.modules)
+from mediapipe.tasks.python import vision
+print("style", type(vision.drawing_styles.get_default_face_mesh_contours_style()).__name__)
+print("after", "matplotlib" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.split("\n")
+    assert "before False" in lines
+    assert "style dict" in lines
+    assert "after True" in lines

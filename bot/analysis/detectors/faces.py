@@ -49,12 +49,23 @@ gaze_y > 0 up, both about -1..1 (1 ~ iris at the edge of its usual range).
 
 Cost: one landmarker run (~13-15 ms of CPU) per counted face, at most ``MAX_VERIFIED`` per frame, plus YuNet
 (~7 ms with the scaling) on every other sample.
+
+Memory: ``import mediapipe`` imports every task package, and its ``vision`` package imports its drawing
+utilities, which import ``matplotlib.pyplot`` (~40 MiB RSS, ~30 anonymous, in every call's process, for
+plotting this product never does). ``_import_mediapipe`` loads those two drawing modules lazily (the
+standard library's ``importlib.util.LazyLoader``): they stay importable and are executed, with matplotlib,
+on first use.
 """
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -113,9 +124,33 @@ class _Mesh:
     mouth_open: float
 
 
+_DRAWING = ("mediapipe.tasks.python.vision.drawing_utils", "mediapipe.tasks.python.vision.drawing_styles")
+
+
+class _LazyDrawing(importlib.abc.MetaPathFinder):
+    """Finds MediaPipe's drawing modules as usual and loads them lazily (on first attribute access)."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if name not in _DRAWING:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = importlib.util.LazyLoader(spec.loader)
+        return spec
+
+
+def _import_mediapipe() -> Any:
+    """``mediapipe``, imported without executing its drawing utilities (and matplotlib) until they are used."""
+    if "mediapipe" not in sys.modules and not any(isinstance(f, _LazyDrawing) for f in sys.meta_path):
+        sys.meta_path.insert(0, _LazyDrawing())
+    import mediapipe
+
+    return mediapipe
+
+
 class FaceDetector:
     def __init__(self, policy: Policy, yunet_path: str | Path, landmarker_path: str | Path) -> None:
-        import mediapipe as mp
+        mp = _import_mediapipe()
         from mediapipe.tasks.python import BaseOptions, vision
 
         self.policy = policy
