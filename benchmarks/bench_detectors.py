@@ -96,14 +96,17 @@ def main() -> None:
     derived = model_paths(Settings(models_dir=models))  # YuNet with a free input size, YOLO cut at its heads
     faces = FaceDetector(policy, derived.yunet, derived.face_landmarker)
     try:
-        # identity: one embedding (aligned chip + dlib ResNet) per check, one check every 2 s
+        # identity: one embedding (aligned chip + dlib's ResNet) per check: dlib itself, and its network as ONNX
+        # on onnxruntime (what the app runs, adapters.derived.dlib_resnet)
         from adapters.models import resolve_packaged
         from bot.analysis.detectors.identity import IdentityDetector, usable
 
-        ident = IdentityDetector(policy, resolve_packaged("face_recognition"))
         seen = [(f.image, o.landmarks) for f in student[:20] for o in [faces.process(f)] if usable(o)]
-        bench("identity student.mkv (1 embedding, dlib)", lambda x: ident.embed(ident.chip(*x)), seen,
-              max(10, args.frames // 3), 2)
+        for label, path in (("dlib", resolve_packaged("face_recognition")), ("onnx", derived.face_recognition)):
+            ident = IdentityDetector(policy, path)
+            bench(f"identity student.mkv (1 embedding, {label})", lambda x: ident.embed(ident.chip(*x)), seen,
+                  max(10, args.frames // 3), 2)
+            ident.close()
         bench("faces  student.mkv (1 face)", faces.process, student, args.frames, args.warmup)
         bench("faces  female.gif (1 face)", faces.process, gif1, args.frames, args.warmup)
         bench("faces  female-and-male.gif (2 faces)", faces.process, gif2, args.frames, args.warmup)

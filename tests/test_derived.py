@@ -1,5 +1,6 @@
 """Models derived to run at the frame's size (adapters.derived): YOLOv5n cut at its heads gives the same detections
-as the whole export without padding; YuNet with a free input size finds what OpenCV's FaceDetectorYN finds."""
+as the whole export without padding; YuNet with a free input size finds what OpenCV's FaceDetectorYN finds;
+dlib's face recognition network as ONNX gives dlib's descriptors."""
 from __future__ import annotations
 
 import av
@@ -8,8 +9,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from adapters.derived import free_input, yolo_heads
-from adapters.models import model_paths, sha256_of
+from adapters.derived import dlib_resnet, free_input, yolo_heads
+from adapters.models import model_paths, resolve_packaged, sha256_of
 from bot.analysis.detectors.faces import YuNet
 from bot.analysis.detectors.objects import HEADS_META, ObjectDetector, decode_heads, letterbox
 from bot.analysis.frames import VideoFrame
@@ -156,3 +157,60 @@ def test_model_paths_hand_on_the_cut_model(tmp_path):
     assert paths.yolo.parent == tmp_path / "models" and "heads" in paths.yolo.name
     assert paths.yunet.parent == tmp_path / "models" and "free" in paths.yunet.name
     assert paths.face_landmarker == MODELS / "face_landmarker.task"
+    assert paths.face_recognition is not None and paths.face_recognition.parent == tmp_path / "models"
+    assert paths.face_recognition.suffix == ".onnx"
+
+
+DLIB = resolve_packaged("face_recognition")
+
+
+def test_dlib_network_as_onnx_gives_dlibs_descriptors_on_real_faces(tmp_path):
+    """Aligned chips of four people (the mesh's 5 points): the ONNX graph's descriptor is dlib's, within 1e-4.
+    (Person C looks up at the camera throughout: not a face the identity check compares.)"""
+    from bot.analysis.detectors.faces import FaceDetector
+    from bot.analysis.detectors.identity import IdentityDetector, usable
+    from tests.support.paths import shared_models
+    from tests.support.scenario import read_clip
+
+    onnx_path = dlib_resnet(DLIB, tmp_path, source_sha256=sha256_of(DLIB))
+    assert onnx_path is not None and onnx_path.parent == tmp_path / "models" and onnx_path.suffix == ".onnx"
+    models = shared_models()
+    policy = Policy()
+    faces = FaceDetector(policy, models.yunet, models.face_landmarker)
+    by_dlib, by_onnx = IdentityDetector(policy, DLIB), IdentityDetector(policy, onnx_path)
+    worst, compared, people = 0.0, 0, set()
+    try:
+        for name in ("again", "milk", "eat", "hungry"):  # persons A, B, D, E
+            for i, img in enumerate(read_clip(MEDIA / "video/asl" / f"{name}.mkv")[::15][:3]):
+                obs = faces.process(VideoFrame(i, img))
+                if not usable(obs):
+                    continue
+                chip = by_dlib.chip(img, obs.landmarks)
+                want, got = by_dlib.embed(chip), by_onnx.embed(chip)
+                assert 1.0 < float(np.linalg.norm(want)) < 2.0  # dlib's raw descriptor, not normalised
+                worst = max(worst, float(np.abs(want - got).max()))
+                compared += 1
+                people.add(name)
+    finally:
+        faces.close()
+    assert compared >= 10 and len(people) == 4, (compared, people)
+    assert worst < 1e-4, worst
+
+
+def test_a_damaged_dlib_file_is_not_converted(tmp_path):
+    cut = tmp_path / DLIB.name
+    cut.write_bytes(DLIB.read_bytes()[:-1000])
+    assert dlib_resnet(cut, tmp_path, source_sha256=sha256_of(cut)) is None
+    assert not (tmp_path / "models").exists()
+
+
+def test_dlib_reader_names_what_it_found(tmp_path):
+    from adapters.dlib_net import DlibFormatError, parse
+
+    net = parse(str(DLIB))
+    kinds = [layer.kind for layer in net.layers]
+    assert kinds.count("con") == 29 and kinds.count("affine") == 29 and kinds[-2:] == ["fc", "loss_metric"]
+    odd = tmp_path / "odd.dat"
+    odd.write_bytes(DLIB.read_bytes() + b"\0")
+    with pytest.raises(DlibFormatError, match="trailing"):
+        parse(str(odd))

@@ -1,4 +1,4 @@
-"""identity_changed on real media: dlib's face embeddings, aligned with the mesh's points.
+"""identity_changed on real media: dlib's face embeddings (its network on onnxruntime), aligned with the mesh's points.
 
 The ASL clips in ../shared/media are five different people (MANIFEST.md): A in again/brother/student,
 B in bird/milk/thanks, C in learn/school, D in eat/night, E in hungry/want.
@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from adapters.models import model_paths, resolve
+from adapters.models import model_paths
 from bot.analysis.detectors.faces import FaceDetector
 from bot.analysis.detectors.identity import IdentityDetector, usable
 from bot.analysis.frames import VideoFrame
@@ -29,7 +29,8 @@ def detectors():
     policy = Policy()
     models = model_paths(s)
     faces = FaceDetector(policy, models.yunet, models.face_landmarker)
-    ident = IdentityDetector(policy, resolve("face_recognition", s))
+    ident = IdentityDetector(policy, models.face_recognition)  # dlib's network as ONNX, as the app runs it
+    assert models.face_recognition is not None and models.face_recognition.suffix == ".onnx"
     yield faces, ident
     faces.close()
 

@@ -92,3 +92,20 @@ def test_truncated_video_is_an_error_not_a_crash(tmp_path):
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_sampler_makes_up_a_sample_whose_frame_was_lost():
+    """8 frames/s (what the bot asks for a 5/s face rate) with every 13th frame lost: still 5 samples/s."""
+    sampler = Sampler({"faces": 5.0})
+    frames = [i / 8 for i in range(8 * 60) if i % 13 != 5]
+    picked = [t for t in frames if sampler.due(t)]
+    assert len(picked) == 300  # 60 s
+    gaps = [b - a for a, b in zip(picked, picked[1:])]
+    assert min(gaps) >= 0.125 - 1e-9 and max(gaps) <= 0.5  # never closer than the source, never a long hole
+
+
+def test_sampler_restarts_its_grid_after_a_pause():
+    sampler = Sampler({"faces": 5.0})
+    before = sum(bool(sampler.due(i / 10)) for i in range(10))  # 1 s at 10 fps
+    after = [t for t in (5.0 + i / 10 for i in range(10)) if sampler.due(t)]  # 4 s later
+    assert before == 5 and len(after) == 5  # no burst to make up the pause

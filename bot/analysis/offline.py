@@ -1,9 +1,9 @@
 """`proctor analyze`: a recorded interview in, events and score out (`bot.report.files` writes the report).
 
-Decoding runs in the calling thread and detection in one worker thread, with
-at most a couple of samples in flight between them (bounded, so a long file
-never piles up in memory). Both release the GIL in their native code, so the
-two overlap on a multi-core machine.
+Decoding runs in the calling thread, the object detector (YOLO, stateless) in a thread of its own and every
+other detector and the rules in one more, in the samples' order; at most ``IN_FLIGHT`` samples are in flight
+(bounded, so a long file never piles up in memory). All of them release the GIL in their native code, so
+they overlap on a multi-core machine.
 """
 from __future__ import annotations
 
@@ -77,14 +77,16 @@ def analyze_file(video: str | Path, *, models: ModelPaths | None = None, audio: 
     pending: deque[Future] = deque()
     last_t = 0.0
     try:
-        with ThreadPoolExecutor(1, thread_name_prefix="detect") as pool:
+        with ThreadPoolExecutor(1, thread_name_prefix="detect") as pool, \
+                ThreadPoolExecutor(1, thread_name_prefix="objects") as yolo:
             for item in sample_file(video, policy.sampling, audio=audio, on_frame=on_frame):
                 if isinstance(item, AudioChunk):
                     last_t = max(last_t, item.t + item.duration)
                     pending.append(pool.submit(analyzer.audio, item))
                 else:
                     last_t = max(last_t, item.t)
-                    pending.append(pool.submit(analyzer.frame, item))
+                    seen = yolo.submit(analyzer.objects, item.frame).result if "objects" in item.due else None
+                    pending.append(pool.submit(analyzer.frame, item, objects=seen))
                 while len(pending) > IN_FLIGHT:
                     apply(pending.popleft().result())
             while pending:

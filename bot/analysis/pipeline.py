@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,7 +95,10 @@ class Analyzer:
         self.samples = 0
         self.last_t = 0.0
 
-    def frame(self, sample: SampledFrame | VideoFrame, due: frozenset[str] | None = None) -> list[EventChange]:
+    def frame(self, sample: SampledFrame | VideoFrame, due: frozenset[str] | None = None, *,
+              objects: Callable[[], Observation] | None = None) -> list[EventChange]:
+        """The due detectors on one sample, then the rules. ``objects``: the object detector's observation of
+        this frame, run elsewhere (``proctor analyze`` runs YOLO in a thread of its own); called when due."""
         if isinstance(sample, SampledFrame):
             frame, due = sample.frame, sample.due
         else:
@@ -106,6 +110,9 @@ class Analyzer:
         observations: list[Observation] = []
         for name, detector in (("faces", d.faces), ("objects", d.objects), ("camera", d.camera)):
             if name in due:
+                if name == "objects" and objects is not None:
+                    observations.append(objects())
+                    continue
                 started = time.perf_counter()
                 observations.append(detector.process(frame))
                 self.timings.add(name, started)
@@ -120,6 +127,13 @@ class Analyzer:
                     observations.append(checked)
                     self.timings.add("identity", started)
         return self.observe(*observations)
+
+    def objects(self, frame: VideoFrame) -> Observation:
+        """The object detector alone on a frame (thread-safe with ``frame``: YOLO keeps no state)."""
+        started = time.perf_counter()
+        obs = self.detectors.objects.process(frame)
+        self.timings.add("objects", started)
+        return obs
 
     def audio(self, chunk: AudioChunk) -> list[EventChange]:
         started = time.perf_counter()

@@ -30,14 +30,18 @@ not an event).
 * The detector keeps the enrolled chip and the last compared chip so the pipeline can put them side by
   side as evidence (`evidence()`).
 
-Cost: one embedding (chip + descriptor) ~130 ms of CPU on this 2-core machine (dlib-bin, AVX, no BLAS; thread
-time, benchmarks/identity_distances.py; 150 ms mean wall time in benchmarks/bench_detectors.py): ~15 ms per
-second of video on a settled seat (one check every 10 s) instead of 65-75 at one every 2 s; the enrolment
-takes 5 checks 0.4 s apart. The pipeline never runs a check on a frame that also runs YOLO.
+The network runs on onnxruntime, as ONNX derived from dlib's ``.dat`` (``adapters.derived.dlib_resnet``: the
+same descriptors within 1e-4, or it is not used), or on dlib itself when given the ``.dat``.
+
+Cost: one embedding (dlib's chip alignment ~2 ms + the descriptor) ~10 ms of CPU on onnxruntime, one thread,
+with the GIL released; dlib-bin (AVX, no BLAS) took ~130 ms and held the GIL all along, which stalled a live
+call's event loop (benchmarks/bench_detectors.py). The pipeline never runs a check on a frame that also
+runs YOLO.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -63,11 +67,24 @@ TRACK_MAX_GAP = 1.0  # seconds between two face samples beyond which the track i
 
 class IdentityDetector:
     def __init__(self, policy: Policy, model_path: str | Path) -> None:
+        """`model_path`: dlib's network as ONNX (run by onnxruntime on one thread), or dlib's own ``.dat``."""
         import dlib
 
         self.policy = policy
         self._dlib = dlib
-        self._net = dlib.face_recognition_model_v1(str(model_path))
+        self._net: Any = None
+        self._session: Any = None
+        if Path(model_path).suffix == ".onnx":
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 1
+            so.inter_op_num_threads = 1
+            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            self._session = ort.InferenceSession(str(model_path), sess_options=so,
+                                                 providers=["CPUExecutionProvider"])
+        else:
+            self._net = dlib.face_recognition_model_v1(str(model_path))
         self.reset()
 
     def reset(self) -> None:
@@ -86,7 +103,7 @@ class IdentityDetector:
         return self._enrolled_at is not None
 
     def close(self) -> None:
-        self._net = None
+        self._net = self._session = None
 
     # -- per frame ------------------------------------------------------------------------------
 
@@ -125,7 +142,7 @@ class IdentityDetector:
 
     def process(self, frame: VideoFrame, faces: FaceObservation) -> IdentityObservation | None:
         """None when no check is due or the face is not usable; else the distance to the candidate."""
-        if self._net is None:
+        if self._net is None and self._session is None:
             raise RuntimeError("IdentityDetector is closed")
         if not self.due(frame.t) or not usable(faces):
             return None
@@ -160,7 +177,11 @@ class IdentityDetector:
         return np.ascontiguousarray(chip_rgb[:, :, ::-1])
 
     def embed(self, chip_bgr: np.ndarray) -> np.ndarray:
+        """The chip's 128-d descriptor (dlib's, or the same from its ONNX graph)."""
         rgb = np.ascontiguousarray(chip_bgr[:, :, ::-1])
+        if self._session is not None:
+            x = rgb.astype(np.float32).transpose(2, 0, 1)[None]
+            return np.asarray(self._session.run(None, {"chip": x})[0][0], dtype=np.float32)
         return np.asarray(self._net.compute_face_descriptor(rgb), dtype=np.float32)
 
     def evidence(self, frame: np.ndarray) -> np.ndarray | None:
