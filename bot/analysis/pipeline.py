@@ -38,10 +38,12 @@ class Detectors:
     identity: IdentityDetector | None = None
 
     @classmethod
-    def load(cls, policy: Policy, models: ModelPaths, *, threads: int = 2) -> Detectors:
-        """Load every model once. ``threads``: the object detector's intra-op threads (2 for one analysis on
-        2 cores; 1 in a live call's process, where the calls themselves fill the cores and a second inference
-        thread only spins: 68 instead of 126 CPU ms a frame, measured with several calls running)."""
+    def load(cls, policy: Policy, models: ModelPaths, *, threads: int = 1) -> Detectors:
+        """Load every model once. ``threads``: the object detector's intra-op threads. 1 by default: in a live
+        call's process the calls themselves fill the cores and a second inference thread only spins (68
+        instead of 126 CPU ms a frame, measured with several calls running); ``proctor analyze`` runs YOLO in
+        a thread of its own beside the faces (6.1x real time with 1 intra-op thread, 5.8x with 2:
+        benchmarks/bench_pipeline.py)."""
         return cls(
             faces=FaceDetector(policy, models.yunet, models.face_landmarker),
             objects=ObjectDetector(policy, models.yolo, threads=threads),
