@@ -28,7 +28,7 @@ import aiohttp
 
 from adapters.models import model_paths
 from bot.analysis.detectors import ModelPaths
-from bot.common import fix_malloc_thresholds
+from bot.common import trim_heap
 from bot.fleet import FleetSettings, Job
 from bot.fleet.jobs import JobSource, RedisJobSource
 from bot.fleet.supervisor import CallControl
@@ -56,7 +56,6 @@ def make_worker(source: JobSource, models: ModelPaths, fleet: FleetSettings | No
 
 async def run_call(job: Job, control: CallControl) -> None:
     """A call's process: run the bot for ``job`` until the supervisor stops it."""
-    fix_malloc_thresholds()  # before the models load: freed large blocks go back to the system (~45 MiB RSS)
     from adapters.conferencing import open_media  # a call held on Janus or WHEP (the interview's room)
     from bot.live.call import CallSession  # heavy (aiortc, the detectors): loaded in the child only
 
@@ -84,6 +83,7 @@ async def run_call(job: Job, control: CallControl) -> None:
             log.info("call %s: the interview has ended; nothing to do", job.id)
             return
         raise
+    trim_heap()  # what loading the models freed goes back to the system (~45 MiB RSS; a few ms)
     try:
         while not await control.wait_stop(STATS_EVERY):
             control.stats.update(session.figures())
