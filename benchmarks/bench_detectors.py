@@ -104,8 +104,10 @@ def main() -> None:
         seen = [(f.image, o.landmarks) for f in student[:20] for o in [faces.process(f)] if usable(o)]
         for label, path in (("dlib", resolve_packaged("face_recognition")), ("onnx", derived.face_recognition)):
             ident = IdentityDetector(policy, path)
-            bench(f"identity student.mkv (1 embedding, {label})", lambda x: ident.embed(ident.chip(*x)), seen,
-                  max(10, args.frames // 3), 2)
+            embed = ident.embed
+            chip = ident.chip
+            bench(f"identity student.mkv (1 embedding, {label})", lambda x, embed=embed, chip=chip: embed(chip(*x)),
+                  seen, max(10, args.frames // 3), 2)
             ident.close()
         bench("faces  student.mkv (1 face)", faces.process, student, args.frames, args.warmup)
         bench("faces  female.gif (1 face)", faces.process, gif1, args.frames, args.warmup)
