@@ -24,6 +24,10 @@ clock origin), and every event is shifted by it: the offset comes from the sende
 transport (VP8/Opus, RTP, jitter buffer, decoding) and the bot's sampling count in the live delays. Each live
 scenario takes its length in real time plus ~10 s to start (models, connection).
 
+Clip segments are played as a live camera sends them (``cam``: looped, with fresh sensor noise of +-2 levels on
+every frame): a looped frame repeated exactly is what a frozen feed sends, and a short loop sampled at the right
+phase read as frozen live (a 6-frame slice comes back every 1/3 s).
+
 ``PROCTOR_CODE=/path/to/other/checkout`` runs another version of the code on the same set (before/after).
 Composed videos are cached in ``$TMPDIR/proctor-eval``.
 """
@@ -67,6 +71,7 @@ from tests.support.scenario import (  # noqa: E402
     leaning,
     lit,
     postered,
+    sensor,
     still,
 )
 from tests.support.waiting import wait_for  # noqa: E402
@@ -82,73 +87,79 @@ def seg(name: str, seconds: float, source, expect=(), allow=(), speech=None) -> 
     return Segment(name, seconds, source, set(expect), speech), set(allow)
 
 
+def cam(path, frames: slice | None = None):
+    """A clip as a live camera sends it: looped (``clip``), with fresh sensor noise on every frame, so a loop
+    never repeats a picture exactly (only the ``frozen`` segments do, as a frozen feed does)."""
+    return sensor(clip(path, frames))
+
+
 # (segment, allowed) lists. Truth read by eye (MANIFEST.md of shared/media says what is in each file).
 SCENARIOS: dict[str, list[tuple[Segment, set[str]]]] = {
     # the composed interview of tests/test_analyze.py: candidate = student.mkv's person (A)
     "interview": [
-        seg("present", 6, clip(V / "student.mkv"), allow={PERSON}),  # a real second person at the edge
+        seg("present", 6, cam(V / "student.mkv"), allow={PERSON}),  # a real second person at the edge
         seg("no_face", 7, still(IMG / "dog.jpg"), expect={"face_missing"}),
         seg("two_faces", 4, still(IMG / "two_people.jpg"), expect={"multiple_faces"}),  # one fact, one event
-        seg("present2", 4, clip(V / "thanks.mkv"), allow={"identity_changed"}),  # person B: 4 s, at the dwell
-        seg("turned", 5, clip(V / "head-pose-face-detection-female.gif", slice(0, 6)), expect={"looking_away"},
+        seg("present2", 4, cam(V / "thanks.mkv"), allow={"identity_changed"}),  # person B: 4 s, at the dwell
+        seg("turned", 5, cam(V / "head-pose-face-detection-female.gif", slice(0, 6)), expect={"looking_away"},
             allow={"identity_changed"}),
-        seg("present3", 3, clip(V / "student.mkv"), allow={PERSON}),
+        seg("present3", 3, cam(V / "student.mkv"), allow={PERSON}),
         seg("desk", 4, still(IMG / "desk_phone_laptop_book.jpg"), expect={LAPTOP},
             allow={"face_missing", PHONE, BOOK}),
         seg("voice", 4, still(IMG / "astronaut.png"), speech=MEDIA / "audio/english.wav",
             expect={"background_voice"}, allow={"identity_changed"}),
         seg("blocked", 4, black(), expect={"camera_blocked"}, allow={"face_missing"}),
-        seg("present4", 3, clip(V / "student.mkv"), allow={PERSON}),
+        seg("present4", 3, cam(V / "student.mkv"), allow={PERSON}),
         seg("frozen", 7, frozen(V / "thanks.mkv", 10), expect={"camera_frozen", "identity_changed"}),
-        seg("end", 2, clip(V / "student.mkv"), allow={PERSON}),
+        seg("end", 2, cam(V / "student.mkv"), allow={PERSON}),
     ],
     # another person takes the seat; the same person in another clip and under dim light is not an event
     "identity": [
-        seg("A", 8, clip(ASL / "again.mkv"), allow={PERSON}),
-        seg("A_other_clip", 6, clip(ASL / "brother.mkv"), allow={PERSON}),
-        seg("B_swap", 10, clip(ASL / "bird.mkv"), expect={"identity_changed"}, allow={PERSON}),
-        seg("A_back", 6, clip(V / "student.mkv"), allow={PERSON}),
-        seg("E_swap", 10, clip(ASL / "hungry.mkv"), expect={"identity_changed"}, allow={PERSON}),
-        seg("A_back2", 6, clip(ASL / "again.mkv"), allow={PERSON}),
-        seg("D_swap", 10, clip(ASL / "night.mkv"), expect={"identity_changed"}, allow={PERSON}),
-        seg("A_end", 4, clip(ASL / "brother.mkv"), allow={PERSON}),
+        seg("A", 8, cam(ASL / "again.mkv"), allow={PERSON}),
+        seg("A_other_clip", 6, cam(ASL / "brother.mkv"), allow={PERSON}),
+        seg("B_swap", 10, cam(ASL / "bird.mkv"), expect={"identity_changed"}, allow={PERSON}),
+        seg("A_back", 6, cam(V / "student.mkv"), allow={PERSON}),
+        seg("E_swap", 10, cam(ASL / "hungry.mkv"), expect={"identity_changed"}, allow={PERSON}),
+        seg("A_back2", 6, cam(ASL / "again.mkv"), allow={PERSON}),
+        seg("D_swap", 10, cam(ASL / "night.mkv"), expect={"identity_changed"}, allow={PERSON}),
+        seg("A_end", 4, cam(ASL / "brother.mkv"), allow={PERSON}),
     ],
     # a man at a desk looks down at his lap, takes a phone up and looks at it; the same in profile; an empty room
     "phone": [
-        seg("at_camera", 6, clip(V / "phone_in_hand_front.mp4", slice(72, 87)), allow={PERSON}),  # a coat
-        seg("head_down", 6, clip(V / "phone_in_hand_front.mp4", slice(15, 29)), allow={"looking_away", PERSON}),
-        seg("phone_front", 8, clip(V / "phone_in_hand_front.mp4", slice(42, 63)), expect={PHONE, "looking_away"},
+        seg("at_camera", 6, cam(V / "phone_in_hand_front.mp4", slice(72, 87)), allow={PERSON}),  # a coat
+        seg("head_down", 6, cam(V / "phone_in_hand_front.mp4", slice(15, 29)), allow={"looking_away", PERSON}),
+        seg("phone_front", 8, cam(V / "phone_in_hand_front.mp4", slice(42, 63)), expect={PHONE, "looking_away"},
             allow={PERSON}),
-        seg("at_camera2", 5, clip(V / "phone_in_hand_front.mp4", slice(72, 87)), allow={PERSON}),
-        seg("phone_profile", 8, clip(V / "phone_in_hand_profile.mp4", slice(12, 53)),
+        seg("at_camera2", 5, cam(V / "phone_in_hand_front.mp4", slice(72, 87)), allow={PERSON}),
+        seg("phone_profile", 8, cam(V / "phone_in_hand_profile.mp4", slice(12, 53)),
             expect={PHONE, "looking_away"}, allow={"identity_changed"}),
-        seg("profile_hidden", 8, clip(V / "phone_in_hand_profile.mp4", slice(13, 19)),
+        seg("profile_hidden", 8, cam(V / "phone_in_hand_profile.mp4", slice(13, 19)),
             expect={"looking_away", PHONE}),
-        seg("hands_down", 5, clip(V / "phone_in_hand_profile.mp4", slice(53, 70)), allow={"looking_away"}),
-        seg("empty_room", 20, clip(V / "one-by-one-person-detection.mp4", slice(0, 200)),
+        seg("hands_down", 5, cam(V / "phone_in_hand_profile.mp4", slice(53, 70)), allow={"looking_away"}),
+        seg("empty_room", 20, cam(V / "one-by-one-person-detection.mp4", slice(0, 200)),
             expect={"face_missing"}),
     ],
     # hard negatives: ID badges on lanyards, hands near the face (ASL signing), a head turned briefly, a poster
     # with faces, the light changing
     "negatives": [
-        seg("badge_A", 8, clip(V / "student.mkv"), allow={PERSON}),
-        seg("badge_A2", 6, clip(ASL / "again.mkv"), allow={PERSON}),
-        seg("badge_A3", 6, clip(ASL / "brother.mkv"), allow={PERSON}),
-        seg("gif_brief_turns", 6, clip(V / "head-pose-face-detection-female.gif", slice(6, 23)),
+        seg("badge_A", 8, cam(V / "student.mkv"), allow={PERSON}),
+        seg("badge_A2", 6, cam(ASL / "again.mkv"), allow={PERSON}),
+        seg("badge_A3", 6, cam(ASL / "brother.mkv"), allow={PERSON}),
+        seg("gif_brief_turns", 6, cam(V / "head-pose-face-detection-female.gif", slice(6, 23)),
             allow={"identity_changed", "looking_away"}),
-        seg("badge_A4", 8, clip(V / "student.mkv"), allow={PERSON}),
+        seg("badge_A4", 8, cam(V / "student.mkv"), allow={PERSON}),
         # a poster of two people on the wall behind the candidate; the light going down and up
-        seg("poster", 10, postered(clip(V / "student.mkv"), IMG / "two_people.jpg"), allow={PERSON}),
-        seg("lights_down", 6, lit(clip(V / "student.mkv"), 0.45), allow={PERSON}),
-        seg("lights_up", 6, lit(clip(ASL / "again.mkv"), 1.4), allow={PERSON}),
+        seg("poster", 10, postered(cam(V / "student.mkv"), IMG / "two_people.jpg"), allow={PERSON}),
+        seg("lights_down", 6, lit(cam(V / "student.mkv"), 0.45), allow={PERSON}),
+        seg("lights_up", 6, lit(cam(ASL / "again.mkv"), 1.4), allow={PERSON}),
         # leaning in towards the camera and back (a zoom to 1.4x and back over 8 s)
-        seg("leaning", 8, leaning(clip(V / "student.mkv")), allow={PERSON}),
+        seg("leaning", 8, leaning(cam(V / "student.mkv")), allow={PERSON}),
     ],
     # person C signing with an ID badge that YOLOv5n reads as "cell phone" at up to 0.62, facing the camera
     "badge": [
-        seg("learn", 8, clip(ASL / "learn.mkv"), allow={PERSON}),
-        seg("school", 8, clip(ASL / "school.mkv"), allow={PERSON}),
-        seg("learn2", 6, clip(ASL / "learn.mkv"), allow={PERSON}),
+        seg("learn", 8, cam(ASL / "learn.mkv"), allow={PERSON}),
+        seg("school", 8, cam(ASL / "school.mkv"), allow={PERSON}),
+        seg("learn2", 6, cam(ASL / "learn.mkv"), allow={PERSON}),
     ],
 }
 

@@ -86,6 +86,19 @@ def frozen(path: Path, index: int = 0) -> FrameSource:
     return gen
 
 
+def sensor(source: FrameSource, noise: int = 2, seed: int = 2) -> FrameSource:
+    """The same frames with a live camera's sensor noise (a fresh +-`noise` levels per pixel and frame). A
+    composed clip loops its frames (``clip``: a 6-frame slice comes back every 1/3 s), and a looped frame is the
+    very same picture, which no live camera sends: sampled at the right phase it reads as a frozen feed."""
+
+    def gen(n: int, fps: int) -> Iterator[np.ndarray]:
+        rng = np.random.default_rng(seed)
+        for image in source(n, fps):
+            jitter = rng.integers(-noise, noise + 1, size=image.shape, dtype=np.int16)
+            yield np.clip(image.astype(np.int16) + jitter, 0, 255).astype(np.uint8)
+    return gen
+
+
 def lit(source: FrameSource, factor: float) -> FrameSource:
     """The same frames under other light: every pixel scaled by `factor` (0.5 = half as bright)."""
 
