@@ -651,6 +651,15 @@ class _Server(socketio.AsyncServer):
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         if eio_sid not in self.environ:
             return  # a packet that was on its way when the connection was closed (e.g. for a malformed one)
+        if not isinstance(data, (str, bytes)):
+            # Engine.IO reads a message that does not start with a digit as JSON, so "4null" arrives as None,
+            # which python-socketio took for an event without data (a traceback at ERROR; found by
+            # tests/test_fuzz.py). A Socket.IO packet is text starting with its type's digit, or binary.
+            log.warning("malformed Socket.IO packet from %s: JSON %s, not a packet; disconnecting it",
+                        eio_sid, type(data).__name__)
+            self._binary_packet.pop(eio_sid, None)
+            await self.eio.disconnect(eio_sid)
+            return
         try:
             await super()._handle_eio_message(eio_sid, data)
         except KeyError:

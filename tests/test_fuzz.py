@@ -194,6 +194,34 @@ async def test_raw_socketio_frames(call, caplog, frames):
     assert errors(caplog) == [], ([e[:300] for e in errors(caplog)], str(frames)[:300])
 
 
+async def test_engineio_messages_that_read_as_json_are_refused(call, caplog):
+    """Engine.IO reads a message not starting with a digit as JSON: "4null" reached python-socketio as None, an
+    event without data (a traceback at ERROR, found by the raw-frame fuzz test). Each such frame now gets a
+    warning and the connection is closed; the server goes on."""
+    caplog.clear()
+    caplog.set_level(logging.WARNING)
+    url = call.srv.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+    for frame in ("4null", "4true", "4{}", "4[1]", "4-1", '4{"a":[1]}'):
+        async with aiohttp.ClientSession() as s, s.ws_connect(url) as ws:
+            assert (await ws.receive(timeout=5)).data.startswith("0")
+            await ws.send_str("40" + json.dumps({"token": call.srv.token(call.iid, "candidate")}))
+            assert (await ws.receive(timeout=5)).data.startswith("40")
+            await ws.send_str(frame)
+            ends = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+            for _ in range(20):  # the room's own messages (participants...) may come first
+                msg = await ws.receive(timeout=5)
+                if msg.type in ends or msg.data == "1":  # closed, or Engine.IO's CLOSE packet
+                    break
+            assert msg.type in ends or msg.data == "1", (frame, msg)
+    if not call.peers["candidate"].sio.connected:
+        call.peers["candidate"] = await Peer().connect(call.srv.url, call.srv.token(call.iid, "candidate"))
+        call.unlimit()
+    await call.alive()
+    assert errors(caplog) == []
+    warned = [r.getMessage() for r in caplog.records if "not a packet" in r.getMessage()]
+    assert len(warned) == 6, warned
+
+
 def _quoted(text: str, most: int = 2400) -> str:
     """A path segment, percent-encoded, at most `most` characters: a request line past aiohttp's 8 KiB is answered
     by its parser (plain-text 400) before any route, which is not the API's answer to test."""
