@@ -149,20 +149,19 @@ class _Reader:
             self.fail(f"non-ASCII bytes in {what}: {raw[:40]!r}")
 
     def expect_string(self, allowed: tuple[str, ...], what: str) -> str:
-        start = self.pos
-        s = self.string(what + " version")
-        if s not in allowed:
-            self.pos = start
-            self.fail(f"unexpected version string {s!r} for {what}; expected one of {allowed}")
-        return s
+        return self._expect(self.string, allowed, what)
 
     def expect_int(self, allowed: tuple[int, ...], what: str) -> int:
+        return self._expect(self.i32, allowed, what)
+
+    def _expect(self, read: Any, allowed: tuple[Any, ...], what: str) -> Any:
+        """A version read with `read`, one of `allowed`; else a failure pointing at where it starts."""
         start = self.pos
-        v = self.i32(what + " version")
-        if v not in allowed:
+        value = read(what + " version")
+        if value not in allowed:
             self.pos = start
-            self.fail(f"unexpected version {v} for {what}; expected one of {allowed}")
-        return v
+            self.fail(f"unexpected version {value!r} for {what}; expected one of {allowed}")
+        return value
 
     # tensors ------------------------------------------------------------------------
     def tensor(self, what="tensor") -> np.ndarray:
@@ -263,9 +262,6 @@ class Layer:
 class DlibNet:
     layers: list[Layer]       # input first, loss last
     file_size: int
-
-    def summary(self) -> str:
-        return "\n".join(f"{i:3d} {layer!r}" for i, layer in enumerate(self.layers))
 
 
 def _default_pad(n, stride):
@@ -459,7 +455,7 @@ def parse(path: str, spec: list[LayerSpec] = NET_SPEC) -> DlibNet:
 # ONNX graph construction
 # ------------------------------------------------------------------------------------
 
-def build(path: str, fold_affine: bool = True, opset: int = 17) -> bytes:
+def build(path: str, opset: int = 17) -> bytes:
     """Return a serialized ONNX model equivalent to dlib's forward pass."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -526,7 +522,7 @@ def build(path: str, fold_affine: bool = True, opset: int = 17) -> bytes:
             g, b = L.params["gamma"], L.params["beta"]
             if g.size != shape[0]:
                 raise DlibFormatError(f"affine has {g.size} channels, tensor has {shape[0]}")
-            if fold_affine and last_conv is not None and last_conv[2] == cur and cur not in tagged_names:
+            if last_conv is not None and last_conv[2] == cur and cur not in tagged_names:
                 wi, bi, _ = last_conv
                 W = numpy_helper.to_array(inits[wi]).astype(np.float64)
                 B = numpy_helper.to_array(inits[bi]).astype(np.float64)

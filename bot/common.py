@@ -123,7 +123,6 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-
 def trim_heap() -> bool:
     """Give the heap's free pages back to the system (glibc's ``malloc_trim``; False where there is none).
 

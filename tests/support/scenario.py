@@ -57,13 +57,10 @@ def clip(path: Path, frames: slice | None = None) -> FrameSource:
 def still(path: Path, noise: int = 3, seed: int = 0) -> FrameSource:
     image = fit(cv2.imread(str(path)))
 
-    def gen(n: int, fps: int) -> Iterator[np.ndarray]:
-        rng = np.random.default_rng(seed)
-        base = image.astype(np.int16)
+    def same(n: int, fps: int) -> Iterator[np.ndarray]:
         for _ in range(n):
-            jitter = rng.integers(-noise, noise + 1, size=image.shape, dtype=np.int16)
-            yield np.clip(base + jitter, 0, 255).astype(np.uint8)
-    return gen
+            yield image
+    return sensor(same, noise, seed)
 
 
 def black(level: int = 6, noise: int = 2, seed: int = 1) -> FrameSource:

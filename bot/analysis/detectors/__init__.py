@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -17,3 +18,17 @@ class ModelPaths:
     yolo: Path
     face_recognition: Path | None = None  # identity_changed; None: that rule does not run
     silero_vad: Path | None = None  # voice activity; None: the spectral detector stands in (less precise)
+
+
+def cpu_session(model: str | Path, *, threads: int = 1, log_severity: int | None = None) -> Any:
+    """An onnxruntime session on the CPU, run sequentially with ``threads`` intra-op threads and one inter-op
+    thread (a call's process runs several models; more threads per model only contend)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = max(1, int(threads))
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if log_severity is not None:
+        so.log_severity_level = log_severity
+    return ort.InferenceSession(str(model), sess_options=so, providers=["CPUExecutionProvider"])

@@ -53,6 +53,7 @@ from typing import Any
 import av
 import numpy as np
 
+from bot.analysis.detectors import cpu_session
 from bot.analysis.frames import AudioChunk
 from bot.analysis.observations import AudioObservation
 from bot.analysis.policy import Policy
@@ -89,14 +90,8 @@ class VoiceActivity:
     """Silero VAD on a stream of chunks (one instance per stream: it keeps the model's state)."""
 
     def __init__(self, policy: Policy, model: str | Path) -> None:
-        import onnxruntime as ort
-
         self.policy = policy
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        self._session: Any = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        self._session: Any = cpu_session(model, log_severity=3)
         inputs = {i.name for i in self._session.get_inputs()}
         if inputs != {"input", "state", "sr"}:
             raise ValueError(f"{model}: not a Silero VAD v5/v6 model (inputs {sorted(inputs)})")

@@ -70,6 +70,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from bot.analysis.detectors import cpu_session
 from bot.analysis.frames import VideoFrame
 from bot.analysis.observations import Face, FaceObservation
 from bot.analysis.policy import Policy
@@ -385,13 +386,7 @@ class YuNet:
 
     def __init__(self, path: str | Path, score_threshold: float = 0.3, nms_threshold: float = 0.3,
                  top_k: int = 5000) -> None:
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self._session = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+        self._session = cpu_session(path)
         inp = self._session.get_inputs()[0]
         if all(isinstance(d, int) for d in inp.shape[2:]):
             raise ValueError(f"{Path(path).name} declares a fixed input size; give it the model "

@@ -46,6 +46,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from bot.analysis.detectors import cpu_session
 from bot.analysis.frames import VideoFrame
 from bot.analysis.observations import FaceObservation, IdentityObservation
 from bot.analysis.policy import Policy
@@ -75,14 +76,7 @@ class IdentityDetector:
         self._net: Any = None
         self._session: Any = None
         if Path(model_path).suffix == ".onnx":
-            import onnxruntime as ort
-
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = 1
-            so.inter_op_num_threads = 1
-            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            self._session = ort.InferenceSession(str(model_path), sess_options=so,
-                                                 providers=["CPUExecutionProvider"])
+            self._session = cpu_session(model_path)
         else:
             self._net = dlib.face_recognition_model_v1(str(model_path))
         self.reset()

@@ -21,10 +21,12 @@ import ast
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
+from bot.analysis.detectors import cpu_session
 from bot.analysis.frames import VideoFrame
 from bot.analysis.observations import Detection, ObjectObservation
 from bot.analysis.policy import Policy
@@ -168,17 +170,8 @@ def names_from_metadata(meta: dict[str, str]) -> tuple[str, ...]:
 
 class ObjectDetector:
     def __init__(self, policy: Policy, model_path: str | Path, *, threads: int = 2) -> None:
-        import onnxruntime as ort
-
         self.policy = policy
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = max(1, int(threads))
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session: ort.InferenceSession | None = ort.InferenceSession(
-            str(model_path), sess_options=so, providers=["CPUExecutionProvider"]
-        )
+        self._session: Any = cpu_session(model_path, threads=threads)
         inp = self._session.get_inputs()[0]
         self._input_name = inp.name
         h, w = inp.shape[2], inp.shape[3]
