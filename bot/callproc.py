@@ -53,6 +53,12 @@ TRIM_EVERY = 5.0
 UNUSED_IN_CALL = ("redis", "aioredis", "valkey", "kafka", "aio_pika", "zmq")
 
 
+def keep_out_unused() -> None:
+    """Make ``UNUSED_IN_CALL`` unimportable in this process (a module already loaded stays)."""
+    for name in UNUSED_IN_CALL:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: "import name" raises ImportError
+
+
 def call_context(models: ModelPaths) -> dict[str, Any]:
     """What the worker gives every call's process."""
     return {"models": models}
@@ -71,8 +77,7 @@ def make_worker(source: JobSource, models: ModelPaths, fleet: FleetSettings | No
 async def run_call(job: Job, control: CallControl) -> None:
     """A call's process: run the bot for ``job`` until the supervisor stops it."""
     if multiprocessing.parent_process() is not None:  # a call's own process (never the worker's or a test's)
-        for name in UNUSED_IN_CALL:
-            sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: "import name" raises ImportError
+        keep_out_unused()
     from adapters.conferencing import open_media  # a call held on Janus or WHEP (the interview's room)
     from bot.live.call import CallSession  # heavy (aiortc, the detectors): loaded in the child only
 

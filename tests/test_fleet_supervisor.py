@@ -181,3 +181,29 @@ def test_a_child_whose_parent_is_gone_exits_at_once() -> None:
     code = "from bot.fleet.supervisor import die_with_parent; die_with_parent(1); print('still here')"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=10)
     assert done.returncode == 1 and "still here" not in done.stdout  # its parent is not pid 1: "gone"
+
+
+def _call_process_imports() -> dict[str, object]:
+    """In a fresh process, what a call's process does before it loads the bot (bot.callproc.run_call)."""
+    import sys
+
+    import bot.callproc
+
+    bot.callproc.keep_out_unused()
+    import socketio
+
+    from bot.live.call import CallSession  # noqa: F401  (aiortc, python-socketio, the detectors)
+
+    socketio.AsyncClient()  # the bot's signaling client still works
+    return {"bot.fleet.jobs": "bot.fleet.jobs" in sys.modules, "redis": sys.modules.get("redis"),
+            "redis_manager": socketio.redis_manager.redis}
+
+
+def test_a_call_process_loads_no_redis_client():
+    """A call's process is a Socket.IO client: python-socketio's package would import Redis' client for its
+    servers' message queue, and bot.callproc the worker's Redis job source; neither is loaded (~6 MiB RSS)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        seen = pool.apply(_call_process_imports)
+    assert seen == {"bot.fleet.jobs": False, "redis": None, "redis_manager": None}
