@@ -53,8 +53,10 @@ class IdentityObservation:
     """Is the face in the seat the enrolled candidate? (`bot.analysis.detectors.identity`)"""
 
     t: float
-    distance: float  # face-embedding distance to the enrolled candidate (dlib: < 0.6 is the same person)
+    distance: float  # face-embedding distance to the enrolled candidate, mean over the face track's recent checks
     enrolled_at: float  # when the enrolment finished
+    check: float | None = None  # this check's own distance (dlib: < 0.6 is the same person)
+    checks: int = 1  # how many checks `distance` averages
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,9 @@ Rule by rule:
   (`bot.analysis.detectors.person.track_seat`). A person in the seat whose face cannot be seen (head
   down over a phone, turned away) is looking_away with ``detail.face_hidden``, not face_missing.
 - multiple_faces: ``count >= 2``; strength: the second face's score; detail: max ``count``.
-- identity_changed: an identity check (``IdentityObservation``) whose ``distance > threshold``; strength grows
-  with the distance past the threshold; detail: the largest distance. Only checks count: a face that is turned,
+- identity_changed: an identity check (``IdentityObservation``) whose ``distance > threshold`` (the mean of
+  the face track's recent checks); strength grows with the distance past the threshold; detail: the largest
+  distance and the largest single check. Only checks count: a face that is turned,
   hidden or one of several is not checked, so it neither starts nor ends the event.
 - eyes_closed is not judged while the head is tilted down (pitch < -``LOOKING_DOWN`` x the pitch threshold):
   lowered eyelids over a phone or a desk look closed (phone_in_hand_front.mp4).
@@ -485,9 +486,9 @@ class RuleEngine:
         other = o.distance > rule.threshold
         strength = min(1.0, 0.5 + (o.distance - rule.threshold) / 0.2) if other else 0.0
         return self._sample(
-            self._run("identity_changed", IDENTITY_CHANGED, merge=_merge_extremes(max_keys=("distance",))),
+            self._run("identity_changed", IDENTITY_CHANGED, merge=_merge_extremes(max_keys=("distance", "check"))),
             o.t, o.t, other, cause=o.t, strength=strength,
-            detail={"distance": _r(o.distance, 3), "enrolled_at": _r(o.enrolled_at, 1)})
+            detail={"distance": _r(o.distance, 3), "check": _r(o.check, 3), "enrolled_at": _r(o.enrolled_at, 1)})
 
     def _pose_extremity(self, d: Detail) -> float:
         rule = self._rule("looking_away")
