@@ -90,7 +90,8 @@ async def run_call(job: Job, control: CallControl) -> None:
 
     cv2.setNumThreads(1)  # one call per process: the calls fill the cores; more threads per call only contend
     session = CallSession(data["interview"], data["bot_token"], data["server_url"], models,
-                          resumed=control.previous_end, threads=1, open_media=open_media)
+                          resumed=control.previous_end, threads=1, open_media=open_media,
+                          arena=False)  # onnxruntime's arenas off: the heap is trimmed every TRIM_EVERY s instead
     log.info("call %s: attempt %d (previous end: %s), call clock from %s", job.id, control.attempt,
              control.previous_end, data["interview"].get("started_at"))
     if control.stop_requested:  # stopped while this process was starting: nothing to leave

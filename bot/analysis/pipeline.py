@@ -38,19 +38,20 @@ class Detectors:
     identity: IdentityDetector | None = None
 
     @classmethod
-    def load(cls, policy: Policy, models: ModelPaths, *, threads: int = 1) -> Detectors:
+    def load(cls, policy: Policy, models: ModelPaths, *, threads: int = 1, arena: bool = True) -> Detectors:
         """Load every model once. ``threads``: the object detector's intra-op threads. 1 by default: in a live
         call's process the calls themselves fill the cores and a second inference thread only spins (68
         instead of 126 CPU ms a frame, measured with several calls running); ``proctor analyze`` runs YOLO in
         a thread of its own beside the faces (6.1x real time with 1 intra-op thread, 5.8x with 2:
-        benchmarks/bench_pipeline.py)."""
+        benchmarks/bench_pipeline.py). ``arena``: onnxruntime's memory arena (``cpu_session``); a live call's
+        process runs without it."""
         return cls(
-            faces=FaceDetector(policy, models.yunet, models.face_landmarker),
-            objects=ObjectDetector(policy, models.yolo, threads=threads),
+            faces=FaceDetector(policy, models.yunet, models.face_landmarker, arena=arena),
+            objects=ObjectDetector(policy, models.yolo, threads=threads, arena=arena),
             camera=CameraHealth(policy),
-            voice=(VoiceActivity(policy, models.silero_vad) if models.silero_vad is not None
+            voice=(VoiceActivity(policy, models.silero_vad, arena=arena) if models.silero_vad is not None
                    else SpectralVoiceActivity(policy)),
-            identity=(IdentityDetector(policy, models.face_recognition)
+            identity=(IdentityDetector(policy, models.face_recognition, arena=arena)
                       if models.face_recognition is not None and policy.rules.get("identity_changed")
                       and policy.rules["identity_changed"].enabled else None),
         )

@@ -104,12 +104,14 @@ class CallSession:
     """Runs the bot for one interview until `stop()`."""
 
     def __init__(self, interview: dict[str, Any], bot_token: str, server_url: str, models: ModelPaths, *,
-                 resumed: str | None = None, threads: int = 2, open_media: OpenMedia | None = None):
+                 resumed: str | None = None, threads: int = 2, open_media: OpenMedia | None = None,
+                 arena: bool = True):
         self.interview = interview
         self.interview_id: str = interview["id"]
         self.policy = Policy.from_dict(interview.get("policy"))
         self.models = models
         self.threads = threads  # inference threads of this call's detectors (1 in a call process of the fleet)
+        self.arena = arena  # onnxruntime's memory arena (off in a call process of the fleet, which trims its heap)
         self.origin = as_unix(interview.get("started_at")) or time.time()
         self.room: dict[str, Any] | None = interview.get("room")  # stored form, secrets included
         if self.room is not None and open_media is None:
@@ -154,7 +156,8 @@ class CallSession:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         detectors = await loop.run_in_executor(
-            self._executor, functools.partial(Detectors.load, self.policy, self.models, threads=self.threads))
+            self._executor, functools.partial(Detectors.load, self.policy, self.models, threads=self.threads,
+                                              arena=self.arena))
         self._analyzer = Analyzer(self.policy, detectors, interview_id=self.interview_id)
         try:
             await self.peer.start()
@@ -323,7 +326,7 @@ class CallSession:
             a.detectors.close()
         except Exception:
             log.exception("interview %s: closing the failed detectors failed too", self.interview_id)
-        a.detectors = Detectors.load(self.policy, self.models, threads=self.threads)
+        a.detectors = Detectors.load(self.policy, self.models, threads=self.threads, arena=self.arena)
 
     async def _send(self, changes: list[EventChange], taken: float) -> None:
         for change in changes:

@@ -90,9 +90,9 @@ def level_db(x: np.ndarray) -> float:
 class VoiceActivity:
     """Silero VAD on a stream of chunks (one instance per stream: it keeps the model's state)."""
 
-    def __init__(self, policy: Policy, model: str | Path) -> None:
+    def __init__(self, policy: Policy, model: str | Path, *, arena: bool = True) -> None:
         self.policy = policy
-        self._session: Any = cpu_session(model, log_severity=3)
+        self._session: Any = cpu_session(model, log_severity=3, arena=arena)
         inputs = {i.name for i in self._session.get_inputs()}
         if inputs != {"input", "state", "sr"}:
             raise ValueError(f"{model}: not a Silero VAD v5/v6 model (inputs {sorted(inputs)})")

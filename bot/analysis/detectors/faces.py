@@ -150,12 +150,13 @@ def _import_mediapipe() -> Any:
 
 
 class FaceDetector:
-    def __init__(self, policy: Policy, yunet_path: str | Path, landmarker_path: str | Path) -> None:
+    def __init__(self, policy: Policy, yunet_path: str | Path, landmarker_path: str | Path, *,
+                 arena: bool = True) -> None:
         mp = _import_mediapipe()
         from mediapipe.tasks.python import BaseOptions, vision
 
         self.policy = policy
-        self._yunet = YuNet(yunet_path)
+        self._yunet = YuNet(yunet_path, arena=arena)
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(landmarker_path)),
             running_mode=vision.RunningMode.IMAGE,
@@ -385,8 +386,8 @@ class YuNet:
     STRIDES = (8, 16, 32)
 
     def __init__(self, path: str | Path, score_threshold: float = 0.3, nms_threshold: float = 0.3,
-                 top_k: int = 5000) -> None:
-        self._session = cpu_session(path)
+                 top_k: int = 5000, *, arena: bool = True) -> None:
+        self._session = cpu_session(path, arena=arena)
         inp = self._session.get_inputs()[0]
         if all(isinstance(d, int) for d in inp.shape[2:]):
             raise ValueError(f"{Path(path).name} declares a fixed input size; give it the model "

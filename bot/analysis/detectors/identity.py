@@ -76,7 +76,7 @@ TRACK_MEAN_SECONDS = 9.0  # a check's distance is the mean of its track's checks
 
 
 class IdentityDetector:
-    def __init__(self, policy: Policy, model_path: str | Path) -> None:
+    def __init__(self, policy: Policy, model_path: str | Path, *, arena: bool = True) -> None:
         """`model_path`: dlib's network as ONNX (run by onnxruntime on one thread), or dlib's own ``.dat``."""
         import dlib
 
@@ -85,7 +85,7 @@ class IdentityDetector:
         self._net: Any = None
         self._session: Any = None
         if Path(model_path).suffix == ".onnx":
-            self._session = cpu_session(model_path)
+            self._session = cpu_session(model_path, arena=arena)
         else:
             self._net = dlib.face_recognition_model_v1(str(model_path))
         self.reset()

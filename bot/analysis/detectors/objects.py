@@ -169,9 +169,9 @@ def names_from_metadata(meta: dict[str, str]) -> tuple[str, ...]:
 
 
 class ObjectDetector:
-    def __init__(self, policy: Policy, model_path: str | Path, *, threads: int = 2) -> None:
+    def __init__(self, policy: Policy, model_path: str | Path, *, threads: int = 2, arena: bool = True) -> None:
         self.policy = policy
-        self._session: Any = cpu_session(model_path, threads=threads)
+        self._session: Any = cpu_session(model_path, threads=threads, arena=arena)
         inp = self._session.get_inputs()[0]
         self._input_name = inp.name
         h, w = inp.shape[2], inp.shape[3]
