@@ -31,7 +31,8 @@ not an event).
   3 / 5, the same person's is over 0.45 in 5.0% / 4.1% / 3.8% of windows. On eval_detection's identity
   scenario person D in dim light reads 0.44, 0.51, 0.45, 0.50, 0.43 check by check offline (2 of 5 over the
   threshold: no event) and its track's means 0.46-0.48 from the second check on. Live (VP8 at 500 kbit/s)
-  the same swap reads 0.45, 0.48, 0.42, 0.45, 0.45: means 0.445-0.462, at the threshold. On the composed scenarios of
+  the same swap reads 0.42-0.49 check by check, means 0.445-0.472: at the threshold (found in one of two
+  runs). On the composed scenarios of
   benchmarks/eval_detection.py every cut between two people (and none of the frames within a clip) breaks
   the track (calibrated on them: cuts move the face by 0.26-0.88 of its side or change its histogram by
   0.19-0.57; within a clip the 99th percentile is 0.19-0.45 of shift on a moving head, 0.22-0.32 histogram).
