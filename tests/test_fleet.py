@@ -51,6 +51,13 @@ def open_now(listener: Listener, kind: str) -> list[dict]:
     return [a["event"] for _, a in listener.opened(kind) if a["event"]["id"] not in closed]
 
 
+def open_for(listener: Listener, kind: str, seconds: float) -> list[dict]:
+    """Events of ``kind`` open now whose opening reached the socket at least ``seconds`` ago."""
+    closed = {e["id"] for e in listener.closed(kind)}
+    return [a["event"] for t, a in listener.opened(kind)
+            if a["event"]["id"] not in closed and time.time() - t >= seconds]
+
+
 def new_opened(listener: Listener, kind: str, seen: set[str]) -> list[dict]:
     return [a["event"] for _, a in listener.alerts
             if a["change"] == "opened" and a["event"]["type"] == kind and a["event"]["id"] not in seen]
@@ -72,8 +79,8 @@ async def test_each_call_runs_in_its_own_process_and_a_killed_one_comes_back(set
         try:
             status, body, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot", headers=auth(token))
             assert status == 202, body
-            assert await wait_for(lambda: open_now(interviewer, "multiple_faces"), 40), interviewer.alerts
-            first = open_now(interviewer, "multiple_faces")[-1]  # open when its bot dies
+            # a still of two people may read as one face for a moment at first (see the test below)
+            assert await wait_for(lambda: open_for(interviewer, "multiple_faces", 3.0), 40), interviewer.alerts
             await candidate.send_page_event("tab_hidden", True)
             assert await wait_for(lambda: interviewer.opened("tab_hidden"), 10), interviewer.alerts
 
@@ -86,8 +93,12 @@ async def test_each_call_runs_in_its_own_process_and_a_killed_one_comes_back(set
             assert call.pid is not None and call.pid != os.getpid() and call.attempt == 1
 
             os.kill(call.pid, signal.SIGKILL)
-            assert await wait_for(lambda: new_opened(interviewer, "multiple_faces", {first["id"]}), 40), \
-                interviewer.alerts
+            await asyncio.sleep(1.0)  # what the bot sent before it died has arrived; its successor is loading
+            left_open = open_now(interviewer, "multiple_faces")
+            assert left_open, interviewer.alerts
+            first = left_open[-1]  # open when its bot died: the new bot has the server close it as interrupted
+            old_bot = {a["event"]["id"] for _, a in interviewer.alerts}
+            assert await wait_for(lambda: new_opened(interviewer, "multiple_faces", old_bot), 40), interviewer.alerts
             again = srv.worker.supervisor.calls()[iid]
             assert again.attempt == 2 and again.pid != call.pid and again.previous_end == "crash (signal 9)"
             closed = [e for e in interviewer.closed("multiple_faces") if e["id"] == first["id"]]
@@ -105,7 +116,7 @@ async def test_each_call_runs_in_its_own_process_and_a_killed_one_comes_back(set
     old = next(e for e in events if e.id == first["id"])
     assert old.end is not None and old.detail.get("interrupted") is True
     assert all(e.end is not None for e in events)  # the second bot closed its own on leaving
-    new = [e for e in events if e.type == "multiple_faces" and e.id != old.id]
+    new = [e for e in events if e.type == "multiple_faces" and e.id not in old_bot]
     assert new and min(e.start for e in new) >= old.end  # one clock for the call, across its bots
     interview = await store.get_interview(iid)
     assert interview is not None
@@ -163,16 +174,21 @@ async def test_two_nodes_two_workers_a_killed_worker_is_replaced_and_redis_may_r
 
         status, body, _ = await http("POST", f"{a}/api/interviews/{iid}/bot", headers=auth(token))
         assert status == 202, body
-        assert await wait_for(lambda: open_now(interviewer, "multiple_faces"), 60), interviewer.alerts
-        first = open_now(interviewer, "multiple_faces")[-1]  # open when its bot dies
+        # In its first seconds a still of two people may read as one face for a moment (the picture rule waits
+        # for both faces to move, and the frame's noise moves one first): kill once an event has stayed open 3 s.
+        assert await wait_for(lambda: open_for(interviewer, "multiple_faces", 3.0), 60), interviewer.alerts
         running = await dispatch.worker_of(iid)
         victim = next(w for w in workers if w.name == running)
         other = next(w for w in workers if w is not victim)
 
         t_kill = time.monotonic()
         victim.kill()
-        assert await wait_for(lambda: new_opened(interviewer, "multiple_faces", {first["id"]}), 40), \
-            interviewer.alerts
+        await asyncio.sleep(1.0)  # what the bot sent before it died has arrived; its successor needs >= 3 s
+        left_open = open_now(interviewer, "multiple_faces")
+        assert left_open, interviewer.alerts
+        first = left_open[-1]  # open when its bot died: the server closes it as interrupted
+        old_bot = {a["event"]["id"] for _, a in interviewer.alerts}
+        assert await wait_for(lambda: new_opened(interviewer, "multiple_faces", old_bot), 40), interviewer.alerts
         print(f"\nSIGKILL of the worker -> new alert from the bot on the other worker: "
               f"{time.monotonic() - t_kill:.1f} s")
         await other.wait_log(rf"call {iid} attempt 1 started .*previous end: worker lost", 5)
