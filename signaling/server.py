@@ -220,7 +220,9 @@ class Hub:
             self._tasks.spawn(self.sio.disconnect(replaced))
         if claims.role == "candidate" and iid not in self.started:
             self.started[iid] = time.time()
-            self._tasks.spawn(self._mark_started(iid, self.started[iid]))
+            # stored before the candidate's connect is acknowledged: a bot invited right after reads the call's
+            # clock from it, and so does a restarted bot (one clock for the call, across its bots)
+            await self._mark_started(iid, self.started[iid])
         # after the CONNECT packet has gone out, so the newcomer gets the list too
         self._tasks.spawn(self.announce(iid))
 
