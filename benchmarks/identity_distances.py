@@ -122,13 +122,22 @@ def main() -> None:
         print(f"  threshold {thr}: same person above {np.mean(np.array(same_f) > thr):.3f}, "
               f"other person above {np.mean(np.array(diff_f) > thr):.3f}")
     noisy = {name: kinds["noise"] for name, kinds in light.items() if len(kinds.get("noise", []))}
+
+    def probes():
+        """(same person?, a clip's gallery, noisy probes): every other clip, and the clip itself after its
+        enrolment."""
+        for a, b in itertools.permutations(embs, 2):
+            if len(embs[a]) and b in noisy:
+                yield owner[a] == owner[b], embs[a], noisy[b]
+        for a in noisy:
+            if len(embs[a]):
+                yield True, embs[a], noisy[a][5:]
+
     print("\nper face (one check) by how the gallery is compared, probes with +-2 sensor noise:")
     for how in ("min", "mean", "centroid"):
-        sm = [d for a, b in itertools.permutations(embs, 2) if owner[a] == owner[b] and len(embs[a]) and b in noisy
-              for d in per_face(embs[a], noisy[b], how)]
-        sm += [d for a in noisy if len(embs[a]) for d in per_face(embs[a], noisy[a][5:], how)]
-        df = [d for a, b in itertools.permutations(embs, 2) if owner[a] != owner[b] and len(embs[a]) and b in noisy
-              for d in per_face(embs[a], noisy[b], how)]
+        sm, df = [], []
+        for same, gallery, probe in probes():
+            (sm if same else df).extend(per_face(gallery, probe, how))
         gap = np.percentile(df, 1) - np.percentile(sm, 99)
         print(f"  {how:8} same p99 {np.percentile(sm, 99):.3f} max {max(sm):.3f} | other p1 {np.percentile(df, 1):.3f} "
               f"min {min(df):.3f} p50 {np.median(df):.3f} | p1 - p99 {gap:+.3f}")
@@ -136,16 +145,9 @@ def main() -> None:
           "row of one clip), probes with +-2 sensor noise:")
     for k in (1, 2, 3, 5):
         sm, df = [], []
-        for a, b in itertools.permutations(embs, 2):
-            if not len(embs[a]) or b not in noisy:
-                continue
-            checks = per_face(embs[a], noisy[b] if a != b else noisy[b][5:])
-            means = [float(np.mean(checks[i:i + k])) for i in range(len(checks) - k + 1)]
-            (sm if owner[a] == owner[b] else df).extend(means)
-        for a in noisy:  # the same clip after its enrolment
-            if len(embs[a]):
-                checks = per_face(embs[a], noisy[a][5:])
-                sm.extend(float(np.mean(checks[i:i + k])) for i in range(len(checks) - k + 1))
+        for same, gallery, probe in probes():
+            checks = per_face(gallery, probe)
+            (sm if same else df).extend(float(np.mean(checks[i:i + k])) for i in range(len(checks) - k + 1))
         print(f"  k={k}  same p99 {np.percentile(sm, 99):.3f} max {max(sm):.3f} | other p1 {np.percentile(df, 1):.3f} "
               f"min {min(df):.3f} | over 0.45: same {np.mean(np.array(sm) > 0.45):.3f}, "
               f"other {np.mean(np.array(df) > 0.45):.3f}")

@@ -5,6 +5,7 @@ The lowest layer of the project: it imports only the standard library.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import tempfile
@@ -127,16 +128,19 @@ def trim_heap() -> bool:
     """Give the heap's free pages back to the system (glibc's ``malloc_trim``; False where there is none).
 
     Loading a call's detectors frees large blocks (the model files read and parsed) that glibc keeps in the
-    process: 309 MiB RSS after loading, 262 after a trim (a call's process trims once, after loading). glibc's
-    mmap threshold is left dynamic: fixed at 128 KiB, frames and model inputs would be mapped and faulted in
-    afresh each time (440,000 page faults and +30% CPU per minute of a call, measured)."""
-    import ctypes
-    import ctypes.util
+    process: 309 MiB RSS after loading, 262 after a trim (a call's process trims after loading, then every few
+    seconds). glibc's mmap threshold is left dynamic: fixed at 128 KiB, frames and model inputs would be mapped
+    and faulted in afresh each time (440,000 page faults and +30% CPU per minute of a call, measured)."""
+    trim = _malloc_trim()
+    return bool(trim(0)) if trim is not None else False
 
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim`` from the symbols the process already has, looked up once (None without it)."""
+    import ctypes
+
     try:
-        return bool(ctypes.CDLL(name).malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except OSError:
+        return None

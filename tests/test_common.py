@@ -81,7 +81,8 @@ def test_unreadable_times_are_none(value):
 
 def test_trim_heap_gives_freed_blocks_back():
     """In a fresh interpreter: 32 MiB of 1 MiB blocks freed between blocks that live on stay in the process
-    (glibc keeps them in its heap) until ``trim_heap``, which a call's process runs once its models are loaded."""
+    (glibc keeps them in its heap) until ``trim_heap``, which a call's process runs once its models are loaded
+    and then every few seconds."""
     code = """
 from bot.common import trim_heap
 def rss():

@@ -13,6 +13,7 @@ from adapters.models import model_paths
 from bot.analysis.detectors.faces import FaceDetector
 from bot.analysis.detectors.identity import TRACK_MEAN_SECONDS, IdentityDetector, usable
 from bot.analysis.frames import VideoFrame
+from bot.analysis.observations import IdentityObservation
 from bot.analysis.offline import analyze_file
 from bot.analysis.policy import Policy
 from bot.settings import Settings
@@ -133,8 +134,8 @@ def test_the_check_interval_is_a_policy_setting():
     assert Policy().rules["identity_changed"].threshold == 0.45
 
 
-def checks_over(detectors, frames: list[np.ndarray], fps: float = 5.0) -> list[tuple[float, float]]:
-    """Run the face and identity detectors as the pipeline does: (time, distance) of every check made."""
+def observed(detectors, frames: list[np.ndarray], fps: float = 5.0) -> list[IdentityObservation]:
+    """Run the face and identity detectors as the pipeline does: every check made."""
     faces, ident = detectors
     ident.reset()
     out = []
@@ -144,8 +145,13 @@ def checks_over(detectors, frames: list[np.ndarray], fps: float = 5.0) -> list[t
         ident.track(frame, obs)
         checked = ident.process(frame, obs)
         if checked is not None:
-            out.append((frame.t, checked.distance))
+            out.append(checked)
     return out
+
+
+def checks_over(detectors, frames: list[np.ndarray], fps: float = 5.0) -> list[tuple[float, float]]:
+    """(time, distance) of every check made (``observed``)."""
+    return [(o.t, o.distance) for o in observed(detectors, frames, fps)]
 
 
 def played(name: str, seconds: float, fps: float = 5.0) -> list[np.ndarray]:
@@ -187,18 +193,9 @@ def test_a_track_is_judged_on_the_mean_of_its_recent_checks(detectors):
     sensor noise of eval_detection's identity scenario, two checks in five over it: no event). One face track is
     one person, so each check reports the mean of the track's checks within TRACK_MEAN_SECONDS; the cut (a
     broken track) starts afresh."""
-    faces, ident = detectors
-    ident.reset()
     threshold = Policy().rules["identity_changed"].threshold
     cut_at = 10.0
-    seen = []
-    for i, img in enumerate(played("again.mkv", cut_at) + played("night.mkv", 12)):
-        frame = VideoFrame(i / 5.0, img)
-        obs = faces.process(frame)
-        ident.track(frame, obs)
-        checked = ident.process(frame, obs)
-        if checked is not None:
-            seen.append(checked)
+    seen = observed(detectors, played("again.mkv", cut_at) + played("night.mkv", 12))
     after = [o for o in seen if o.t >= cut_at]
     print("\nchecks after the cut (t, mean, own, n):", [(o.t, o.distance, o.check, o.checks) for o in after])
     assert len(after) >= 5

@@ -45,17 +45,12 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def open_now(listener: Listener, kind: str) -> list[dict]:
-    """Events of ``kind`` opened and not (yet) closed, as the interviewer's socket saw them."""
-    closed = {e["id"] for e in listener.closed(kind)}
-    return [a["event"] for _, a in listener.opened(kind) if a["event"]["id"] not in closed]
-
-
-def open_for(listener: Listener, kind: str, seconds: float) -> list[dict]:
-    """Events of ``kind`` open now whose opening reached the socket at least ``seconds`` ago."""
+def open_now(listener: Listener, kind: str, for_at_least: float = 0.0) -> list[dict]:
+    """Events of ``kind`` opened and not (yet) closed, as the interviewer's socket saw them; ``for_at_least``:
+    only those whose opening reached the socket that many seconds ago."""
     closed = {e["id"] for e in listener.closed(kind)}
     return [a["event"] for t, a in listener.opened(kind)
-            if a["event"]["id"] not in closed and time.time() - t >= seconds]
+            if a["event"]["id"] not in closed and time.time() - t >= for_at_least]
 
 
 def new_opened(listener: Listener, kind: str, seen: set[str]) -> list[dict]:
@@ -80,7 +75,7 @@ async def test_each_call_runs_in_its_own_process_and_a_killed_one_comes_back(set
             status, body, _ = await http("POST", f"{srv.url}/api/interviews/{iid}/bot", headers=auth(token))
             assert status == 202, body
             # a still of two people may read as one face for a moment at first (see the test below)
-            assert await wait_for(lambda: open_for(interviewer, "multiple_faces", 3.0), 40), interviewer.alerts
+            assert await wait_for(lambda: open_now(interviewer, "multiple_faces", 3.0), 40), interviewer.alerts
             await candidate.send_page_event("tab_hidden", True)
             assert await wait_for(lambda: interviewer.opened("tab_hidden"), 10), interviewer.alerts
 
@@ -176,7 +171,7 @@ async def test_two_nodes_two_workers_a_killed_worker_is_replaced_and_redis_may_r
         assert status == 202, body
         # In its first seconds a still of two people may read as one face for a moment (the picture rule waits
         # for both faces to move, and the frame's noise moves one first): kill once an event has stayed open 3 s.
-        assert await wait_for(lambda: open_for(interviewer, "multiple_faces", 3.0), 60), interviewer.alerts
+        assert await wait_for(lambda: open_now(interviewer, "multiple_faces", 3.0), 60), interviewer.alerts
         running = await dispatch.worker_of(iid)
         victim = next(w for w in workers if w.name == running)
         other = next(w for w in workers if w is not victim)

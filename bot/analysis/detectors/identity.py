@@ -23,7 +23,10 @@ not an event).
   Bhattacharyya distance of its hue-saturation histograms is over ``TRACK_MAX_HIST``: a video feed cut to
   another person at the same place). After a break the next usable face is checked at once, then one every
   ``sampling.identity_every`` s (2 s); after ``SETTLE_CHECKS`` checks in a row agree with the candidate on
-  an unbroken track, one every ``sampling.identity_settled_every`` s (10 s).
+  an unbroken track, one every ``sampling.identity_settled_every`` s (10 s). On the composed scenarios of
+  benchmarks/eval_detection.py every cut between two people (and none of the frames within a clip) breaks
+  the track (calibrated on them: cuts move the face by 0.26-0.88 of its side or change its histogram by
+  0.19-0.57; within a clip the 99th percentile is 0.19-0.45 of shift on a moving head, 0.22-0.32 histogram).
 * One track is one person, so a check's distance is the mean of the track's checks within
   ``TRACK_MEAN_SECONDS`` (up to 5 at one check every 2 s; a settled track's checks, 10 s apart, stand alone;
   ``IdentityObservation.check`` is the check's own). Measured with benchmarks/identity_distances.py (k checks
@@ -32,10 +35,7 @@ not an event).
   scenario person D in dim light reads 0.44, 0.51, 0.45, 0.50, 0.43 check by check offline (2 of 5 over the
   threshold: no event) and its track's means 0.46-0.48 from the second check on. Live (VP8 at 500 kbit/s)
   the same swap reads 0.42-0.49 check by check, means 0.445-0.472: at the threshold (found in one of two
-  runs). On the composed scenarios of
-  benchmarks/eval_detection.py every cut between two people (and none of the frames within a clip) breaks
-  the track (calibrated on them: cuts move the face by 0.26-0.88 of its side or change its histogram by
-  0.19-0.57; within a clip the 99th percentile is 0.19-0.45 of shift on a moving head, 0.22-0.32 histogram).
+  runs).
 * The detector keeps the enrolled chip and the last compared chip so the pipeline can put them side by
   side as evidence (`evidence()`).
 
@@ -166,15 +166,15 @@ class IdentityDetector:
             return None
         self.last_chip, self.last_t = chip, frame.t
         check = min(float(np.linalg.norm(emb - g)) for g in self._gallery)
-        # one face track is one person: its recent checks are averaged (a check alone off the track)
-        on_track = self._track is not None
-        recent = [(t, d) for t, d in self._checks if frame.t - t < TRACK_MEAN_SECONDS] if on_track else []
-        self._checks = recent + [(frame.t, check)] if on_track else []
-        distance = float(np.mean([d for _, d in recent] + [check]))
+        # one face track is one person: its recent checks are averaged (off a track a check stands alone)
+        if self._track is None:
+            self._checks = []
+        self._checks = [c for c in self._checks if frame.t - c[0] < TRACK_MEAN_SECONDS] + [(frame.t, check)]
+        distance = float(np.mean([d for _, d in self._checks]))
         threshold = self.policy.rules["identity_changed"].threshold
-        self._agreed = self._agreed + 1 if distance <= threshold and on_track else 0
+        self._agreed = self._agreed + 1 if distance <= threshold and self._track is not None else 0
         return IdentityObservation(t=frame.t, distance=round(distance, 4), enrolled_at=float(self._enrolled_at or 0.0),
-                                   check=round(check, 4), checks=len(recent) + 1)
+                                   check=round(check, 4), checks=len(self._checks))
 
     def chip(self, image: np.ndarray, landmarks) -> np.ndarray:
         """The 150x150 aligned face (BGR), aligned the way dlib.get_face_chip does it."""
