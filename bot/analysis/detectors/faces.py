@@ -9,7 +9,7 @@ Two models, each doing what it is good at:
   ``FaceDetectorYN`` took ~10 for the view and ~30 for the whole 640x480 frame. It also
   fires on the backs of heads (scores up to ~0.8 on one-by-one-person-detection.mp4), so a proposal is
   not yet a face.
-* MediaPipe Face Landmarker (IMAGE mode) runs on an upscaled crop around each proposal (a square of
+* MediaPipe's Face Landmarker (IMAGE mode; ``facemesh``) runs on an upscaled crop around each proposal (a square of
   twice the box side, resized to 256 px, so the small faces of 480x270 GIFs become large). A proposal
   counts as a face only when the landmarker finds a face mesh in its crop; a weak proposal
   (score < ``STRONG_SCORE``) must in addition have its 5 YuNet points agree with the mesh
@@ -20,7 +20,10 @@ Two models, each doing what it is good at:
 * Every other sample (within ``FOLLOW_GAP`` s of a scan whose faces all have a mesh) YuNet does not run: the
   landmarker follows each face of the scan on a crop around where it was (a face gone from there drops out of
   this sample; a face that has just come in is found by the next scan, 0.2 s later at 5 samples/s). 31 -> 22
-  ms of CPU per face sample on webcam clips, the same events on the labelled set.
+  ms of CPU per face sample on webcam clips, the same events on the labelled set. The landmarker's own face
+  detector still runs in that crop: the landmark model alone on MediaPipe's tracking region (the last mesh's box)
+  saves ~2 ms but reads the eyes differently from a scan (eyes_closed off by 0.06 on average, 0.03 on the last
+  scan's region), and the eyes' threshold was measured on the detector's regions.
 
 * A face in a picture is not a person: a poster or a photo behind the candidate holds faces that YuNet and the
   landmarker find as well as real ones. Across face samples each face with a mesh is tracked (its box overlaps
@@ -47,30 +50,22 @@ image's left (the person's right), pitch > 0 when the head tilts up, roll > 0 wh
 rotates counter-clockwise in the image; gaze_x > 0 when the irises move towards the image's left,
 gaze_y > 0 up, both about -1..1 (1 ~ iris at the edge of its usual range).
 
-Cost: one landmarker run (~13-15 ms of CPU) per counted face, at most ``MAX_VERIFIED`` per frame, plus YuNet
-(~7 ms with the scaling) on every other sample.
-
-Memory: ``import mediapipe`` imports every task package, and its ``vision`` package imports its drawing
-utilities, which import ``matplotlib.pyplot`` (~40 MiB RSS, ~30 anonymous, in every call's process, for
-plotting this product never does). ``_import_mediapipe`` loads those two drawing modules lazily (the
-standard library's ``importlib.util.LazyLoader``): they stay importable and are executed, with matplotlib,
-on first use.
+Cost: one landmarker run (~13 ms of CPU: its face detector ~1.5, its landmark model ~9, blendshapes ~1, the pose
+~0.3) per counted face, at most ``MAX_VERIFIED`` per frame, plus YuNet (~7 ms with the scaling) on every other
+sample. The landmarker is MediaPipe's Face Landmarker run from its model bundle by ``facemesh.FaceMesh`` (a TFLite
+interpreter), not by the ``mediapipe`` package: ~100 MiB less per call's process and ~3-5 ms less per face.
 """
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import importlib.util
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
 from bot.analysis.detectors import cpu_session
+from bot.analysis.detectors.facemesh import FaceMesh, Mesh
 from bot.analysis.frames import VideoFrame
 from bot.analysis.observations import Face, FaceObservation
 from bot.analysis.policy import Policy
@@ -125,50 +120,12 @@ class _Mesh:
     mouth_open: float
 
 
-_DRAWING = ("mediapipe.tasks.python.vision.drawing_utils", "mediapipe.tasks.python.vision.drawing_styles")
-
-
-class _LazyDrawing(importlib.abc.MetaPathFinder):
-    """Finds MediaPipe's drawing modules as usual and loads them lazily (on first attribute access)."""
-
-    def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
-        if name not in _DRAWING:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is not None and spec.loader is not None:
-            spec.loader = importlib.util.LazyLoader(spec.loader)
-        return spec
-
-
-def _import_mediapipe() -> Any:
-    """``mediapipe``, imported without executing its drawing utilities (and matplotlib) until they are used."""
-    if "mediapipe" not in sys.modules and not any(isinstance(f, _LazyDrawing) for f in sys.meta_path):
-        sys.meta_path.insert(0, _LazyDrawing())
-    import mediapipe
-
-    return mediapipe
-
-
 class FaceDetector:
     def __init__(self, policy: Policy, yunet_path: str | Path, landmarker_path: str | Path, *,
                  arena: bool = True) -> None:
-        mp = _import_mediapipe()
-        from mediapipe.tasks.python import BaseOptions, vision
-
         self.policy = policy
         self._yunet = YuNet(yunet_path, arena=arena)
-        options = vision.FaceLandmarkerOptions(
-            base_options=BaseOptions(model_asset_path=str(landmarker_path)),
-            running_mode=vision.RunningMode.IMAGE,
-            num_faces=2,
-            min_face_detection_confidence=0.5,
-            min_face_presence_confidence=0.5,
-            output_face_blendshapes=True,
-            output_facial_transformation_matrixes=True,
-        )
-        self._landmarker = vision.FaceLandmarker.create_from_options(options)
-        self._mp_image = mp.Image
-        self._mp_format = mp.ImageFormat.SRGB
+        self._landmarker: FaceMesh | None = FaceMesh(landmarker_path, num_faces=2)
         self.reset()
 
     def reset(self) -> None:
@@ -334,43 +291,40 @@ class FaceDetector:
         keep.sort(key=lambda r: float(r[2] * r[3]), reverse=True)
         return keep
 
-    def _detect(self, rgb: np.ndarray):  # -> FaceLandmarkerResult
-        return self._landmarker.detect(self._mp_image(image_format=self._mp_format, data=np.ascontiguousarray(rgb)))
-
-    def _mesh_in_crop(self, img: np.ndarray, proposal: np.ndarray) -> _Mesh | None:
-        x, y, bw, bh = (float(v) for v in proposal[:4])
+    @staticmethod
+    def _crop(box: np.ndarray) -> tuple[np.ndarray, float, float]:
+        """The landmarker's image for a face box (x, y, w, h, ...): a ``CROP_SIDE`` square of ``CROP_SCALE`` times
+        the box (grey outside the frame), as a map from the frame; and the box's centre."""
+        x, y, bw, bh = (float(v) for v in box[:4])
         cx, cy = x + bw / 2, y + bh / 2
         s = CROP_SIDE / (max(bw, bh) * CROP_SCALE)
-        A = np.array([[s, 0, CROP_SIDE / 2 - cx * s], [0, s, CROP_SIDE / 2 - cy * s]], np.float32)
-        crop = cv2.warpAffine(img, A, (CROP_SIDE, CROP_SIDE), flags=cv2.INTER_LINEAR, borderValue=(114, 114, 114))
-        result = self._detect(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB))
-        if not result.face_landmarks:
+        return np.array([[s, 0, CROP_SIDE / 2 - cx * s], [0, s, CROP_SIDE / 2 - cy * s]]), cx, cy
+
+    def _mesh_in_crop(self, img: np.ndarray, proposal: np.ndarray) -> _Mesh | None:
+        """The landmarker on the proposal's crop; the mesh nearest the crop's centre is the proposal's face."""
+        assert self._landmarker is not None
+        A, cx, cy = self._crop(proposal)
+        found = self._landmarker.find(img, A, (CROP_SIDE, CROP_SIDE), fill=114)
+        if not found:
             return None
-        # The mesh nearest the crop centre is this proposal's face.
-        best, best_d = 0, math.inf
-        for k, lms in enumerate(result.face_landmarks):
-            d = (lms[_NOSE].x - 0.5) ** 2 + (lms[_NOSE].y - 0.5) ** 2
-            if d < best_d:
-                best, best_d = k, d
-        pts = np.array([(p.x * CROP_SIDE, p.y * CROP_SIDE) for p in result.face_landmarks[best]], np.float32)
-        pts = (pts - [A[0, 2], A[1, 2]]) / s  # back to frame pixels
-        return _mesh(pts, result, best)
+        best = min(found, key=lambda m: float((m.points[_NOSE][0] - cx) ** 2 + (m.points[_NOSE][1] - cy) ** 2))
+        return _mesh(best)
 
     def _landmarker_only(self, img: np.ndarray) -> list[tuple[Face, _Mesh]]:
+        assert self._landmarker is not None
         h, w = img.shape[:2]
         scale = max(1.0, 640.0 / w)
-        view = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR) if scale > 1 else img
-        result = self._detect(cv2.cvtColor(view, cv2.COLOR_BGR2RGB))
+        view = np.array([[scale, 0, 0], [0, scale, 0]])
         out: list[tuple[Face, _Mesh]] = []
         min_side = self.policy.detection.face_min_size * min(h, w)
-        for k, lms in enumerate(result.face_landmarks):
-            pts = np.array([(p.x * w, p.y * h) for p in lms], np.float32)
+        for found in self._landmarker.find(img, view, (round(w * scale), round(h * scale))):
+            pts = found.points
             x0, y0 = pts.min(axis=0)
             x1, y1 = pts.max(axis=0)
             if min(x1 - x0, y1 - y0) < min_side:
                 continue
             box = (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
-            out.append((Face(box, LANDMARKER_ONLY_SCORE), _mesh(pts, result, k)))
+            out.append((Face(box, LANDMARKER_ONLY_SCORE), _mesh(found)))
         return out
 
 
@@ -433,17 +387,17 @@ def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _mesh(pts: np.ndarray, result, k: int) -> _Mesh:  # result: FaceLandmarkerResult
-    yaw, pitch = _yaw_pitch(np.asarray(result.facial_transformation_matrixes[k], np.float64))
-    bs = {c.category_name: c.score for c in result.face_blendshapes[k]}
+def _mesh(found: Mesh) -> _Mesh:
+    pts = found.points
+    yaw, pitch = _yaw_pitch(found.matrix)
     gx, gy = _gaze(pts)
     ia, ib = pts[_IRIS_A], pts[_IRIS_B]
     left, right = (ia, ib) if ia[0] <= ib[0] else (ib, ia)
     roll = math.degrees(math.atan2(-(right[1] - left[1]), right[0] - left[0]))
     return _Mesh(
         points=pts, yaw=yaw, pitch=pitch, roll=roll, gaze_x=gx, gaze_y=gy,
-        eyes_closed=(bs.get("eyeBlinkLeft", 0.0) + bs.get("eyeBlinkRight", 0.0)) / 2,
-        mouth_open=bs.get("jawOpen", 0.0),
+        eyes_closed=(found.blendshape("eyeBlinkLeft") + found.blendshape("eyeBlinkRight")) / 2,
+        mouth_open=found.blendshape("jawOpen"),
     )
 
 
