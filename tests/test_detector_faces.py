@@ -189,7 +189,7 @@ def test_looking_down_at_a_phone_stays_looking_away_after_the_baseline():
 
 def test_the_detector_runs_without_the_mediapipe_package():
     """A fresh interpreter: the face detector finds a face and its mesh with its own runtime of the Face
-    Landmarker's models; the ``mediapipe`` package (~100 MiB more per call's process) is never imported."""
+    Landmarker's models; the ``mediapipe`` package (~30 MiB more per call's process) is never imported."""
     import subprocess
     import sys
 

@@ -53,7 +53,7 @@ gaze_y > 0 up, both about -1..1 (1 ~ iris at the edge of its usual range).
 Cost: one landmarker run (~13 ms of CPU: its face detector ~1.5, its landmark model ~9, blendshapes ~1, the pose
 ~0.3) per counted face, at most ``MAX_VERIFIED`` per frame, plus YuNet (~7 ms with the scaling) on every other
 sample. The landmarker is MediaPipe's Face Landmarker run from its model bundle by ``facemesh.FaceMesh`` (a TFLite
-interpreter), not by the ``mediapipe`` package: ~100 MiB less per call's process and ~3-5 ms less per face.
+interpreter), not by the ``mediapipe`` package: ~30 MiB less RSS per call's process, ~3-5 ms less per face.
 """
 from __future__ import annotations
 
