@@ -100,6 +100,20 @@ def test_speech_is_speech(model, name, rate):
     assert all(not o.speech for o in obs if o.level_db < -50)
 
 
+@pytest.mark.parametrize("lead", [1.35, 2.1])
+def test_a_chunk_reports_where_its_speech_began(model, lead):
+    """Silence, then speech that begins inside a 0.5 s chunk: the chunk's ``onset`` is where the voice began
+    (within a few of the model's 32 ms windows), not the chunk's start."""
+    x, sr = load(AUDIO / "english.wav", 16000)
+    loud = np.nonzero([rms_db(x[i:i + 512]) > -40 for i in range(0, len(x) - 512, 512)])[0]
+    begins = lead + loud[0] * 512 / sr  # the first loud window of the speech
+    signal = np.concatenate([np.zeros(int(lead * sr), np.float32), x[: 4 * sr]])
+    vad = VoiceActivity(Policy(), model)
+    first = next(o for o in (vad.process(c) for c in chunks(signal, sr)) if o.speech)
+    assert first.onset is not None and first.t <= first.onset < first.t + first.duration
+    assert begins - 0.05 <= first.onset <= begins + 0.15, (first.t, first.onset, begins)
+
+
 @pytest.mark.parametrize("sr", [16000, 44100])
 def test_silence_noise_tones_and_music_are_not_speech(model, sr):
     vad = VoiceActivity(Policy(), model)

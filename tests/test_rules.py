@@ -1,6 +1,7 @@
 """RuleEngine: known observation timelines in, exact events out."""
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 
 import pytest
@@ -317,6 +318,17 @@ def test_background_voice_when_mouth_still():
     assert (e.start, e.end) == (pytest.approx(3.0), pytest.approx(7.0))
     assert e.detail["face_visible"] is True and e.detail["level_db"] == -25.0
     assert e.confidence == pytest.approx(0.9)
+
+
+def test_background_voice_starts_where_the_speech_began_in_its_first_chunk():
+    """A chunk whose speech began 0.35 s in (its ``onset``): the event starts there, not at the chunk's start."""
+    obs: list[Observation] = faces(0, 12, lambda t: face(t, mouth_open=0.02))
+    voice = speech(3, 7)
+    voice[0] = dataclasses.replace(voice[0], onset=3.35)
+    obs += silence(0, 3) + voice + silence(7, 12)
+    [e] = Run(obs, end=12).events()
+    assert e.type == BACKGROUND_VOICE
+    assert (e.start, e.end) == (pytest.approx(3.35), pytest.approx(7.0))
 
 
 def test_candidate_talking_is_not_background_voice():

@@ -90,6 +90,7 @@ class AudioObservation:
     speech: bool  # voice activity in this chunk
     level_db: float  # RMS level, dBFS
     speech_ratio: float = 0.0  # share of sub-frames judged speech
+    onset: float | None = None  # when the speech in this chunk began (its first speech window), if the detector knows
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,9 @@ Rule by rule:
   * no face samples at all (audio-only analysis) or a face without mouth data -> not judged.
 
   A chunk is judged once the engine's clock has passed its end plus that margin, so the face samples over it
-  have arrived. A chunk spans ``[t, t + duration]``, so dwell counts seconds of speech.
+  have arrived. A chunk spans ``[t, t + duration]``, so dwell counts seconds of speech; the chunk that opens a
+  run starts it at its ``onset`` (the first speech window, when the detector reports one), not at its own
+  start: speech that begins late in a 0.5 s chunk does not date the event up to 0.5 s early.
 - camera_blocked: ``blocked``; camera_frozen: ``frozen_for > threshold`` while not blocked and the room is
   not empty (the latest face sample, within ``FACE_TTL``, shows no face and no one is in the seat: that fact is
   face_missing, and a still empty room through a video codec at a low bitrate is as unchanging as a stuck
@@ -658,4 +660,5 @@ class RuleEngine:
             return []  # a face, but no mouth data: cannot tell
         else:
             strength *= NO_FACE_FACTOR
-        return run.positive(t0, t1, cause=a.t, strength=strength, detail=detail)
+        # an event opened by this chunk starts where its speech began (a chunk can hold 0.5 s of silence before)
+        return run.positive(a.onset if a.onset is not None else t0, t1, cause=a.t, strength=strength, detail=detail)

@@ -145,6 +145,7 @@ class VoiceActivity:
             self.reset()
         self._next_t = chunk.t + chunk.duration
         raw = np.ascontiguousarray(chunk.samples, dtype=np.float32).reshape(-1)
+        x_t = chunk.t - len(self._pending) / MODEL_RATE  # when x's first sample was heard
         x = np.concatenate([self._pending, self._to_model_rate(raw, int(chunk.sample_rate))])
         n = len(x) // WINDOW
         windows = x[: n * WINDOW].reshape(n, WINDOW)
@@ -157,12 +158,17 @@ class VoiceActivity:
             speech = loud
             self._restart_model()
         ratio = float(speech.mean()) if n else 0.0
+        onset = None
+        if ratio >= SPEECH_RATIO_MIN:  # the first speech window: the voice began there, not at the chunk's start
+            first = x_t + int(np.argmax(speech)) * WINDOW / MODEL_RATE
+            onset = round(min(max(first, chunk.t), chunk.t + chunk.duration), 3)
         return AudioObservation(
             t=chunk.t,
             duration=chunk.duration,
             speech=ratio >= SPEECH_RATIO_MIN,
             level_db=round(level_db(raw), 2),
             speech_ratio=round(ratio, 3),
+            onset=onset,
         )
 
 
