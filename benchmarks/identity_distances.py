@@ -1,7 +1,8 @@
 """Face-embedding distances between the people of the shared media (dlib ResNet, mesh-aligned chips).
 
 Prints, per clip, how many faces were usable, the within-clip spread, the distances between clips
-(same person / different person), and under lighting changes. Run:
+(same person / different person), under lighting changes, and with every clip sent through VP8 at
+``VP8_BITRATE`` as a live call's candidate does (gallery and probes both, as the live bot sees them). Run:
 
     PROCTOR_MODELS_DIR=../shared/models .venv/bin/python benchmarks/identity_distances.py
 """
@@ -10,8 +11,10 @@ from __future__ import annotations
 import itertools
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -49,6 +52,29 @@ def lighting(image: np.ndarray, kind: str) -> np.ndarray:
     return image
 
 
+VP8_BITRATE = 500_000  # what aiortc's encoder starts a call at (the live evaluation's candidate)
+
+
+def vp8(images: list[np.ndarray], fps: int = 15) -> list[np.ndarray]:
+    """The frames after a VP8 round trip at ``VP8_BITRATE`` (libvpx, real-time, as a call's stream)."""
+    h, w = images[0].shape[:2]
+    enc = av.CodecContext.create("libvpx", "w")
+    enc.width, enc.height, enc.pix_fmt, enc.bit_rate = w, h, "yuv420p", VP8_BITRATE
+    enc.framerate = fps
+    enc.time_base = Fraction(1, fps)
+    enc.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    dec = av.CodecContext.create("libvpx", "r")
+    out = []
+    for i, img in enumerate([*images, None]):
+        frame = None
+        if img is not None:
+            frame = av.VideoFrame.from_ndarray(img, format="bgr24").reformat(format="yuv420p")
+            frame.pts = i
+        for packet in enc.encode(frame):
+            out.extend(f.to_ndarray(format="bgr24") for f in dec.decode(packet))
+    return out
+
+
 def main() -> None:
     s = Settings.from_env()
     policy = Policy()
@@ -60,11 +86,13 @@ def main() -> None:
     light: dict[str, dict[str, np.ndarray]] = {}
     for person, clips in PEOPLE.items():
         for name in clips:
-            images = read_clip(MEDIA / "video" / f"{name}.mkv")[::3]
+            clip = read_clip(MEDIA / "video" / f"{name}.mkv")
+            images = clip[::3]
+            sent = vp8(clip)[::3]
             out = []
-            for kind in ("", "dark", "bright", "warm", "noise"):
+            for kind in ("", "dark", "bright", "warm", "noise", "vp8"):
                 vecs = []
-                for i, img in enumerate(images):
+                for i, img in enumerate(sent if kind == "vp8" else images):
                     img = lighting(img, kind)
                     obs = faces.process(VideoFrame(i / 10, img))
                     if not usable(obs):
@@ -122,16 +150,18 @@ def main() -> None:
         print(f"  threshold {thr}: same person above {np.mean(np.array(same_f) > thr):.3f}, "
               f"other person above {np.mean(np.array(diff_f) > thr):.3f}")
     noisy = {name: kinds["noise"] for name, kinds in light.items() if len(kinds.get("noise", []))}
+    sent = {name: kinds["vp8"] for name, kinds in light.items() if len(kinds.get("vp8", []))}
 
-    def probes():
-        """(same person?, a clip's gallery, noisy probes): every other clip, and the clip itself after its
-        enrolment."""
-        for a, b in itertools.permutations(embs, 2):
-            if len(embs[a]) and b in noisy:
-                yield owner[a] == owner[b], embs[a], noisy[b]
-        for a in noisy:
-            if len(embs[a]):
-                yield True, embs[a], noisy[a][5:]
+    def probes(kind: str = "noise"):
+        """(same person?, a clip's gallery, probes): every other clip, and the clip itself after its enrolment;
+        ``noise``: the original gallery, probes with sensor noise; ``vp8``: gallery and probes through VP8."""
+        enrolled, seen = (embs, noisy) if kind == "noise" else (sent, sent)
+        for a, b in itertools.permutations(enrolled, 2):
+            if len(enrolled[a]) and b in seen:
+                yield owner[a] == owner[b], enrolled[a], seen[b]
+        for a in seen:
+            if len(enrolled.get(a, [])):
+                yield True, enrolled[a], seen[a][5:]
 
     print("\nper face (one check) by how the gallery is compared, probes with +-2 sensor noise:")
     for how in ("min", "mean", "centroid"):
@@ -143,14 +173,17 @@ def main() -> None:
               f"min {min(df):.3f} p50 {np.median(df):.3f} | p1 - p99 {gap:+.3f}")
     print("\nper track (the detector's distance: the mean of the last checks of one face track, here k faces in a "
           "row of one clip), probes with +-2 sensor noise:")
-    for k in (1, 2, 3, 5):
-        sm, df = [], []
-        for same, gallery, probe in probes():
-            checks = per_face(gallery, probe)
-            (sm if same else df).extend(float(np.mean(checks[i:i + k])) for i in range(len(checks) - k + 1))
-        print(f"  k={k}  same p99 {np.percentile(sm, 99):.3f} max {max(sm):.3f} | other p1 {np.percentile(df, 1):.3f} "
-              f"min {min(df):.3f} | over 0.45: same {np.mean(np.array(sm) > 0.45):.3f}, "
-              f"other {np.mean(np.array(df) > 0.45):.3f}")
+    for kind, title in (("noise", "probes with +-2 sensor noise"),
+                        ("vp8", f"gallery and probes through VP8 at {VP8_BITRATE // 1000} kbit/s")):
+        print(f"  {title}:")
+        for k in (1, 2, 3, 5):
+            sm, df = [], []
+            for same, gallery, probe in probes(kind):
+                checks = per_face(gallery, probe)
+                (sm if same else df).extend(float(np.mean(checks[i:i + k])) for i in range(len(checks) - k + 1))
+            print(f"  k={k}  same p99 {np.percentile(sm, 99):.3f} max {max(sm):.3f} | other p1 "
+                  f"{np.percentile(df, 1):.3f} min {min(df):.3f} | over 0.45: same {np.mean(np.array(sm) > 0.45):.3f}, "
+                  f"other {np.mean(np.array(df) > 0.45):.3f}")
     print("\nlighting changes (enrolled on the original clip):")
     for name, kinds in light.items():
         print("  " + name.ljust(12) + "  ".join(

@@ -30,12 +30,13 @@ not an event).
 * One track is one person, so a check's distance is the mean of the track's checks within
   ``TRACK_MEAN_SECONDS`` (up to 5 at one check every 2 s; a settled track's checks, 10 s apart, stand alone;
   ``IdentityObservation.check`` is the check's own). Measured with benchmarks/identity_distances.py (k checks
-  in a row, probes with sensor noise): another person's mean is never under 0.441 / 0.453 / 0.458 for k = 1 /
-  3 / 5, the same person's is over 0.45 in 5.0% / 4.1% / 3.8% of windows. On eval_detection's identity
-  scenario person D in dim light reads 0.44, 0.51, 0.45, 0.50, 0.43 check by check offline (2 of 5 over the
-  threshold: no event) and its track's means 0.46-0.48 from the second check on. Live (VP8 at 500 kbit/s)
-  the same swap reads 0.42-0.49 check by check, means 0.445-0.472: at the threshold (found in one of two
-  runs).
+  in a row, probes with sensor noise): another person's mean is never under 0.437 / 0.446 / 0.454 for k = 1 /
+  3 / 5, the same person's is over 0.45 in 5.0% / 4.1% / 3.8% of windows; with gallery and probes sent through
+  VP8 at 500 kbit/s, 0.450 / 0.463 / 0.470 and 5.0% / 4.6% / 3.5% (the codec alone does not close the gap).
+  On eval_detection's identity scenario person D in dim light reads 0.44, 0.51, 0.45, 0.50, 0.43 check by
+  check offline (2 of 5 over the threshold: no event) and its track's means 0.46-0.48 from the second check
+  on. Live (VP8 at 500 kbit/s) the same swap reads 0.42-0.49 check by check, means 0.445-0.472: at the
+  threshold (found in some runs, missed in others).
 * The detector keeps the enrolled chip and the last compared chip so the pipeline can put them side by
   side as evidence (`evidence()`).
 
