@@ -128,7 +128,9 @@ class FaceMesh:
         self._subset = np.array(BLENDSHAPE_POINTS)
 
     def close(self) -> None:
+        """Release the interpreters (``find`` fails after)."""
         self._nets = []
+        self._det = self._lm = self._bs = None
 
     def find(self, frame: np.ndarray, image_to: np.ndarray, size: tuple[int, int], *, fill: int = 0) -> list[Mesh]:
         """``fill``: the grey level of the image where it lies outside the frame."""
