@@ -23,8 +23,11 @@ def frames(step: int = 10, per_clip: int = 8) -> list[np.ndarray]:
     out = []
     for name in CLIPS:
         with av.open(str(MEDIA / "video" / name)) as c:
-            taken = [f.to_ndarray(format="bgr24") for i, f in enumerate(c.decode(video=0)) if i % step == 0]
-        out.extend(taken[:per_clip])
+            for i, f in enumerate(c.decode(video=0)):
+                if i >= step * per_clip:
+                    break
+                if i % step == 0:
+                    out.append(f.to_ndarray(format="bgr24"))
     return out
 
 

@@ -99,8 +99,9 @@ class FaceGeometry:
         self.n = len(canonical)
         self._idx = np.flatnonzero(weights > 0)  # a weightless point adds nothing to the fit
         self._w = weights[self._idx]
+        self._w_sum = float(self._w.sum())
         self._src = canonical[self._idx].T  # 3 x K
-        centre = (self._src * self._w).sum(axis=1) / self._w.sum()
+        centre = (self._src * self._w).sum(axis=1) / self._w_sum
         self._centred = self._src - centre[:, None]
         self._centred_w = self._centred * self._w
         self._den = float((self._centred * self._src * self._w).sum())
@@ -118,7 +119,7 @@ class FaceGeometry:
             raise ValueError("face geometry: degenerate mesh")
         m = np.eye(4)
         m[:3, :3] = scale * rot
-        m[:3, 3] = ((target - m[:3, :3] @ self._src) * self._w).sum(axis=1) / self._w.sum()
+        m[:3, 3] = ((target - m[:3, :3] @ self._src) * self._w).sum(axis=1) / self._w_sum
         return m
 
     def _scale(self, target: np.ndarray) -> float:

@@ -62,6 +62,7 @@ BLENDSHAPES = (
     "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
     "noseSneerLeft", "noseSneerRight",
 )
+_BLENDSHAPE_INDEX = {name: i for i, name in enumerate(BLENDSHAPES)}
 
 
 @dataclass(slots=True)
@@ -74,7 +75,7 @@ class Mesh:
     matrix: np.ndarray  # 4 x 4
 
     def blendshape(self, name: str) -> float:
-        return float(self.blendshapes[BLENDSHAPES.index(name)])
+        return float(self.blendshapes[_BLENDSHAPE_INDEX[name]])
 
 
 def _anchors() -> np.ndarray:
@@ -109,12 +110,10 @@ class FaceMesh:
         except KeyError as e:
             raise ValueError(f"{Path(bundle).name} is not a Face Landmarker bundle: no {e.args[0]}") from None
         self.num_faces = num_faces
-        self._nets = []
-        for data in (detector, landmarks, blendshapes):
-            net = Interpreter(model_content=data, num_threads=1)
+        self._det, self._lm, self._bs = (Interpreter(model_content=data, num_threads=1)
+                                         for data in (detector, landmarks, blendshapes))
+        for net in (self._det, self._lm, self._bs):
             net.allocate_tensors()
-            self._nets.append(net)
-        self._det, self._lm, self._bs = self._nets
         self._det_in = self._det.get_input_details()[0]["index"]
         out = {d["name"]: d["index"] for d in self._det.get_output_details()}
         self._det_boxes, self._det_scores = out["regressors"], out["classificators"]
@@ -129,19 +128,19 @@ class FaceMesh:
 
     def close(self) -> None:
         """Release the interpreters (``find`` fails after)."""
-        self._nets = []
         self._det = self._lm = self._bs = None
 
     def find(self, frame: np.ndarray, image_to: np.ndarray, size: tuple[int, int], *, fill: int = 0) -> list[Mesh]:
         """``fill``: the grey level of the image where it lies outside the frame."""
         w, h = size
         to_image = _affine(np.asarray(image_to, np.float64))
+        from_image = np.linalg.inv(to_image)
         found = []
         for _, box, keys in self._detect(frame, to_image, w, h, fill)[: self.num_faces]:
             (ex0, ey0), (ex1, ey1) = keys[0], keys[1]  # the eyes
             region = _region((box[0] + box[2]) / 2, (box[1] + box[3]) / 2, (box[2] - box[0]) * ROI_SCALE,
                              (box[3] - box[1]) * ROI_SCALE, -math.atan2(-(ey1 - ey0), ex1 - ex0))
-            mesh = self._landmarks(frame, to_image, w, h, region)
+            mesh = self._landmarks(frame, to_image, from_image, w, h, region)
             if mesh is not None:
                 found.append(mesh)
         return found
@@ -179,8 +178,8 @@ class FaceMesh:
 
     # -- the landmark model, blendshapes, pose ------------------------------------------------------
 
-    def _landmarks(self, frame: np.ndarray, to_image: np.ndarray, w: int, h: int, region: np.ndarray
-                   ) -> Mesh | None:
+    def _landmarks(self, frame: np.ndarray, to_image: np.ndarray, from_image: np.ndarray, w: int, h: int,
+                   region: np.ndarray) -> Mesh | None:
         to_input = np.diag([LANDMARK_SIZE, LANDMARK_SIZE, 1.0]) @ np.linalg.inv(region) @ to_image
         view = cv2.warpAffine(frame, to_input[:2], (LANDMARK_SIZE, LANDMARK_SIZE), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
@@ -200,7 +199,6 @@ class FaceMesh:
         self._bs.set_tensor(self._bs_in, image_pts[self._subset][None].astype(np.float32))
         self._bs.invoke()
         blend = self._bs.get_tensor(self._bs_out).reshape(-1).copy()
-        from_image = np.linalg.inv(to_image)
         frame_pts = image_pts @ from_image[:2, :2].T + from_image[:2, 2]
         return Mesh(points=frame_pts.astype(np.float32), blendshapes=blend, matrix=matrix)
 
@@ -216,8 +214,7 @@ def _weighted_nms(scores: np.ndarray, boxes: np.ndarray, keys: np.ndarray
                   ) -> list[tuple[float, np.ndarray, np.ndarray]]:
     """MediaPipe's WEIGHTED non-maximum suppression: each cluster (IoU > ``NMS_IOU`` with its best box) becomes
     one detection with the best score and the score-weighted mean box and key points."""
-    order = np.argsort(-scores, kind="stable")
-    left = order
+    left = np.argsort(-scores, kind="stable")
     out = []
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     while left.size:

@@ -314,10 +314,10 @@ class FaceDetector:
         assert self._landmarker is not None
         h, w = img.shape[:2]
         scale = max(1.0, 640.0 / w)
-        view = np.array([[scale, 0, 0], [0, scale, 0]])
+        upscale = np.array([[scale, 0, 0], [0, scale, 0]])  # the frame at >= 640 px wide, never built
         out: list[tuple[Face, _Mesh]] = []
         min_side = self.policy.detection.face_min_size * min(h, w)
-        for found in self._landmarker.find(img, view, (round(w * scale), round(h * scale))):
+        for found in self._landmarker.find(img, upscale, (round(w * scale), round(h * scale))):
             pts = found.points
             x0, y0 = pts.min(axis=0)
             x1, y1 = pts.max(axis=0)
