@@ -180,6 +180,31 @@ def test_checks_slow_down_on_an_unbroken_track_and_resume_at_once_after_a_cut(de
     assert [t for t, _ in after[:3]] == pytest.approx([after[0][0], after[0][0] + 2, after[0][0] + 4], abs=0.3)
 
 
+def test_a_cut_of_the_whole_picture_breaks_the_track_where_the_face_hardly_moves(detectors, monkeypatch):
+    """The feed cut from A to a frozen frame of B sitting at the same place (eval_detection's interview): over
+    VP8 the face there moves 0.244-0.256 of its side and changes colour by 0.21-0.24, at the face thresholds.
+    The whole picture changes more than it ever does within a clip, so the cut breaks the track on its own."""
+    from bot.analysis.detectors import identity as module
+
+    student = list(clip(MEDIA / "video/student.mkv")(50, 5))
+    thanks = list(clip(MEDIA / "video/thanks.mkv")(11, 5))
+    frames = student + [thanks[10]] * 15
+    scenes = [module._scene(f) for f in frames]
+    changes = [module.scene_change(a, b) for a, b in zip(scenes, scenes[1:])]
+    print("\nwithin student.mkv: max", round(max(changes[:49]), 3), "; at the cut", round(changes[49], 3))
+    assert max(changes[:49]) < module.TRACK_MAX_SCENE / 1.4 and changes[49] > module.TRACK_MAX_SCENE * 1.2
+    # the face's own criteria switched off: the picture alone breaks the track, at the cut and nowhere else
+    monkeypatch.setattr(module, "TRACK_MAX_SHIFT", np.inf)
+    monkeypatch.setattr(module, "TRACK_MAX_HIST", np.inf)
+    monkeypatch.setattr(module, "TRACK_MAX_SCALE", np.inf)
+    checks = checks_over(detectors, frames)
+    _, ident = detectors
+    print("checks:", checks)
+    assert ident.breaks == 1  # the cut
+    after = [(t, d) for t, d in checks if t >= 10.0]
+    assert after[0][0] < 10.3 and after[0][1] > Policy().rules["identity_changed"].threshold  # checked at once
+
+
 def test_the_settled_interval_is_a_policy_setting():
     from bot.analysis.policy import PolicyError
 

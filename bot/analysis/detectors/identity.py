@@ -20,13 +20,16 @@ not an event).
   breaking, so the checks follow the track (``track()``, every face sample, ~0.1 ms). The track breaks when
   the seat does not hold exactly one face, or the face jumps between two samples (its centre moves more than
   ``TRACK_MAX_SHIFT`` of its side, its size changes beyond ``TRACK_MAX_SCALE``) or changes colour (the
-  Bhattacharyya distance of its hue-saturation histograms is over ``TRACK_MAX_HIST``: a video feed cut to
-  another person at the same place). After a break the next usable face is checked at once, then one every
+  Bhattacharyya distance of its hue-saturation histograms is over ``TRACK_MAX_HIST``), or the whole picture
+  changes (its 32x24 grey thumbnail by more than ``TRACK_MAX_SCENE`` on average: a video feed cut to another
+  person at the same place, whose face alone can read at the face thresholds over VP8). After a break the next usable face is checked at once, then one every
   ``sampling.identity_every`` s (2 s); after ``SETTLE_CHECKS`` checks in a row agree with the candidate on
   an unbroken track, one every ``sampling.identity_settled_every`` s (10 s). On the composed scenarios of
   benchmarks/eval_detection.py every cut between two people (and none of the frames within a clip) breaks
   the track (calibrated on them: cuts move the face by 0.26-0.88 of its side or change its histogram by
   0.19-0.57; within a clip the 99th percentile is 0.19-0.45 of shift on a moving head, 0.22-0.32 histogram).
+  The whole picture changes by 0.071-0.50 at every cut between two people there, by at most 0.041 between two
+  samples within a clip (a lean towards the camera; the median is 0.007), 0.05 between two clips of one person.
 * One track is one person, so a check's distance is the mean of the track's checks within
   ``TRACK_MEAN_SECONDS`` (up to 5 at one check every 2 s; a settled track's checks, 10 s apart, stand alone;
   ``IdentityObservation.check`` is the check's own). Measured with benchmarks/identity_distances.py (k checks
@@ -51,7 +54,7 @@ runs YOLO.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -73,6 +76,8 @@ SETTLE_CHECKS = 2  # checks in a row agreeing with the candidate, on an unbroken
 TRACK_MAX_SHIFT = 0.25  # the face's centre moved more than this share of its side since the last sample
 TRACK_MAX_SCALE = 1.25  # its side grew or shrank by more than this factor
 TRACK_MAX_HIST = 0.2  # Bhattacharyya distance of its hue-saturation histograms
+TRACK_MAX_SCENE = 0.06  # mean absolute change of the whole picture (grey, 32x24, 0..1): the feed was cut
+SCENE_SIZE = (32, 24)
 TRACK_MAX_GAP = 1.0  # seconds between two face samples beyond which the track is broken
 TRACK_MEAN_SECONDS = 9.0  # a check's distance is the mean of its track's checks within this many seconds
 
@@ -96,7 +101,7 @@ class IdentityDetector:
         self._gallery: list[np.ndarray] = []
         self._enrolled_at: float | None = None
         self._last_t = -np.inf
-        self._track: tuple[float, tuple[int, int, int, int], np.ndarray] | None = None
+        self._track: _Sample | None = None
         self._agreed = 0  # checks in a row that agreed with the candidate since the track last broke
         self._checks: list[tuple[float, float]] = []  # (t, distance) of the current track's recent checks
         self.breaks = 0  # how often the track broke (for the benchmarks)
@@ -133,7 +138,7 @@ class IdentityDetector:
             box = faces.faces[0].box
             hist = _histogram(frame.image, box)
             if hist is not None:
-                current = (frame.t, box, hist)
+                current = _Sample(frame.t, box, hist, _scene(frame.image))
         if current is None or self._track is None or not _continues(self._track, current):
             self._break()
         self._track = current
@@ -217,10 +222,30 @@ def _histogram(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray 
     return hist
 
 
-def _continues(prev: tuple[float, tuple[int, int, int, int], np.ndarray],
-               cur: tuple[float, tuple[int, int, int, int], np.ndarray]) -> bool:
-    (t0, (x0, y0, w0, h0), h_0), (t1, (x1, y1, w1, h1), h_1) = prev, cur
+class _Sample(NamedTuple):
+    """What the track keeps of one face sample."""
+
+    t: float
+    box: tuple[int, int, int, int]
+    hist: np.ndarray  # the face's hue-saturation histogram
+    scene: np.ndarray  # the whole picture, grey, SCENE_SIZE, 0..1
+
+
+def _scene(image: np.ndarray) -> np.ndarray:
+    small = cv2.resize(image, SCENE_SIZE, interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.float32) / 255.0
+
+
+def scene_change(a: np.ndarray, b: np.ndarray) -> float:
+    """How much the whole picture changed between two samples (`_scene`): the mean absolute difference."""
+    return float(np.mean(np.abs(a - b)))
+
+
+def _continues(prev: _Sample, cur: _Sample) -> bool:
+    (t0, (x0, y0, w0, h0), h_0, s_0), (t1, (x1, y1, w1, h1), h_1, s_1) = prev, cur
     if not 0.0 <= t1 - t0 <= TRACK_MAX_GAP:
+        return False
+    if scene_change(s_0, s_1) > TRACK_MAX_SCENE:
         return False
     side = max(w1, h1, 1)
     shift = float(np.hypot(x1 + w1 / 2 - x0 - w0 / 2, y1 + h1 / 2 - y0 - h0 / 2)) / side
