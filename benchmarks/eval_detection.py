@@ -130,7 +130,9 @@ SCENARIOS: dict[str, list[tuple[Segment, set[str]]]] = {
         seg("B_other_clip", 6, cam(ASL / "bird.mkv"), allow={PERSON}),
         seg("A_swap", 10, cam(ASL / "brother.mkv"), expect={"identity_changed"}, allow={PERSON}),
         seg("B_back", 6, cam(V / "thanks.mkv"), allow={PERSON}),
-        seg("D_swap", 10, cam(ASL / "eat.mkv"), expect={"identity_changed"}, allow={PERSON}),
+        # D screws his eyes up signing "eat": the lids look shut in about half of the clip's frames (the mesh's
+        # eye aspect 0.04-0.11 there, 0.16 at the start): eyes_closed is allowed, neither expected nor false
+        seg("D_swap", 10, cam(ASL / "eat.mkv"), expect={"identity_changed"}, allow={PERSON, "eyes_closed"}),
         seg("B_back2", 6, cam(ASL / "milk.mkv"), allow={PERSON}),
         seg("E_swap", 10, cam(ASL / "want.mkv"), expect={"identity_changed"}, allow={PERSON}),
         seg("B_end", 4, cam(ASL / "bird.mkv"), allow={PERSON}),

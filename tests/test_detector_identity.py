@@ -222,6 +222,28 @@ def test_a_cut_of_the_whole_picture_breaks_the_track_where_the_face_hardly_moves
     assert after[0][0] < 10.3 and after[0][1] > Policy().rules["identity_changed"].threshold  # checked at once
 
 
+def test_the_seat_settles_only_once_an_open_event_has_closed(detectors):
+    """Another person for 10 s, then the candidate again, with checks every second: the checks stay at that
+    cadence until they have agreed over the rule's gap, so the event closes on one of them (not on the first
+    check 10 s later, when a second swap in between would have been merged into it)."""
+    from bot.analysis.rules import RuleEngine
+
+    policy = Policy.from_dict({"sampling": {"identity_every": 1.0}})
+    gap = policy.rules["identity_changed"].gap
+    faces, _ = detectors
+    ident = IdentityDetector(policy, model_paths(Settings.from_env()).face_recognition)
+    back = 20.0
+    seen = observed((faces, ident), played("again.mkv", 10) + played("night.mkv", 10) + played("brother.mkv", 16))
+    engine, closed = RuleEngine(policy), []
+    for o in seen:
+        closed += [(c.t, c.event) for c in engine.feed(o) if c.kind == "closed"]
+    after = [o.t for o in seen if o.t >= back]
+    print("\nchecks after the candidate is back:", after, "closed:", [(t, e.start, e.end) for t, e in closed])
+    assert len(closed) == 1 and back <= closed[0][0] <= back + gap + 0.5
+    assert closed[0][1].start >= 10.0 and closed[0][1].end is not None and closed[0][1].end < back
+    assert ident.settled and after[-1] - after[-2] >= policy.sampling.identity_settled_every - 0.3
+
+
 def test_the_settled_interval_is_a_policy_setting():
     from bot.analysis.policy import PolicyError
 

@@ -28,9 +28,10 @@ closer but the same person more: with the chip alone the figures were 0.50 (max 
   Bhattacharyya distance of its hue-saturation histograms is over ``TRACK_MAX_HIST``), or the whole picture
   changes (its 32x24 grey thumbnail by more than ``TRACK_MAX_SCENE`` on average: a video feed cut to another
   person at the same place, whose face alone can read at the face thresholds over VP8). After a break the
-  next usable face is checked at once, then one every
-  ``sampling.identity_every`` s (2 s); after ``SETTLE_CHECKS`` checks in a row agree with the candidate on
-  an unbroken track, one every ``sampling.identity_settled_every`` s (10 s). On the composed scenarios of
+  next usable face is checked at once, then one every ``sampling.identity_every`` s (2 s); after
+  ``SETTLE_CHECKS`` or more checks in a row agree with the candidate on an unbroken track over at least the
+  rule's ``gap`` (4 s: an event still open closes first), one every ``sampling.identity_settled_every`` s
+  (10 s). On the composed scenarios of
   benchmarks/eval_detection.py every cut between two people (and none of the frames within a clip) breaks
   the track (calibrated on them: cuts move the face by 0.26-0.88 of its side or change its histogram by
   0.19-0.57; within a clip the 99th percentile is 0.19-0.45 of shift on a moving head, 0.22-0.32 histogram).
@@ -111,6 +112,8 @@ class IdentityDetector:
         self._last_t = -np.inf
         self._track: _Sample | None = None
         self._agreed = 0  # checks in a row that agreed with the candidate since the track last broke
+        self._agreed_from = 0.0  # the first of them
+        self._settled = False
         self._checks: list[tuple[float, float]] = []  # (t, distance) of the current track's recent checks
         self.breaks = 0  # how often the track broke (for the benchmarks)
         self.enrolled_chip: np.ndarray | None = None  # BGR, CHIP_SIZE square
@@ -128,7 +131,7 @@ class IdentityDetector:
 
     @property
     def settled(self) -> bool:
-        return self.enrolled and self._agreed >= SETTLE_CHECKS
+        return self.enrolled and self._settled
 
     def due(self, t: float) -> bool:
         if not self.enrolled:
@@ -159,6 +162,7 @@ class IdentityDetector:
         if self.settled:
             self._last_t = -np.inf  # the next usable face is checked at once
         self._agreed = 0
+        self._settled = False
 
     def process(self, frame: VideoFrame, faces: FaceObservation) -> IdentityObservation | None:
         """None when no check is due or the face is not usable; else the distance to the candidate."""
@@ -186,7 +190,16 @@ class IdentityDetector:
         self._checks = [c for c in self._checks if frame.t - c[0] < TRACK_MEAN_SECONDS] + [(frame.t, check)]
         distance = float(np.mean([d for _, d in self._checks]))
         threshold = self.policy.rules["identity_changed"].threshold
-        self._agreed = self._agreed + 1 if distance <= threshold and self._track is not None else 0
+        if distance <= threshold and self._track is not None:
+            if self._agreed == 0:
+                self._agreed_from = frame.t
+            self._agreed += 1
+        else:
+            self._agreed = 0
+        # settled once the agreeing checks span the rule's gap: an identity_changed event still open closes on
+        # a check at that cadence, not on the first check of the slow one
+        gap = self.policy.rules["identity_changed"].gap
+        self._settled = self._agreed >= SETTLE_CHECKS and frame.t - self._agreed_from >= gap - 1e-6
         return IdentityObservation(t=frame.t, distance=round(distance, 4), enrolled_at=float(self._enrolled_at or 0.0),
                                    check=round(check, 4), checks=len(self._checks))
 
