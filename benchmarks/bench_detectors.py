@@ -96,14 +96,17 @@ def main() -> None:
     derived = model_paths(Settings(models_dir=models))  # YuNet with a free input size, YOLO cut at its heads
     faces = FaceDetector(policy, derived.yunet, derived.face_landmarker)
     try:
-        # identity: one embedding (aligned chip + dlib's ResNet) per check: dlib itself, and its network as ONNX
-        # on onnxruntime (what the app runs, adapters.derived.dlib_resnet)
+        # identity: one embedding per check (the aligned chip, dlib's ResNet on it and on its mirror image, the
+        # mean): dlib itself, and its network as ONNX on onnxruntime (what the app runs,
+        # adapters.derived.dlib_resnet); and the chip alone on onnxruntime, for comparison
         from adapters.models import resolve_packaged
         from bot.analysis.detectors.identity import IdentityDetector, usable
 
         seen = [(f.image, o.landmarks) for f in student[:20] for o in [faces.process(f)] if usable(o)]
-        for label, path in (("dlib", resolve_packaged("face_recognition")), ("onnx", derived.face_recognition)):
-            ident = IdentityDetector(policy, path)
+        for label, path, mirror in (("dlib", resolve_packaged("face_recognition"), True),
+                                    ("onnx", derived.face_recognition, True),
+                                    ("onnx, the chip alone", derived.face_recognition, False)):
+            ident = IdentityDetector(policy, path, mirror=mirror)
             embed = ident.embed
             chip = ident.chip
             bench(f"identity student.mkv (1 embedding, {label})", lambda x, embed=embed, chip=chip: embed(chip(*x)),

@@ -174,6 +174,16 @@ SCENARIOS: dict[str, list[tuple[Segment, set[str]]]] = {
         seg("school", 8, cam(ASL / "school.mkv"), allow={PERSON}),
         seg("learn2", 6, cam(ASL / "learn.mkv"), allow={PERSON}),
     ],
+    # eyes shut: no clip holds them shut for longer than a blink, so a real frame of A's blink (brother.mkv 45,
+    # lids closed) is held with sensor noise, as a candidate sitting still with closed eyes; the same held with
+    # the eyes open (frame 30) is not an event
+    "eyes": [
+        seg("A", 6, cam(ASL / "brother.mkv"), allow={PERSON}),
+        seg("eyes_shut", 6, sensor(frozen(ASL / "brother.mkv", 45)), expect={"eyes_closed"}, allow={PERSON}),
+        seg("A2", 6, cam(ASL / "brother.mkv"), allow={PERSON}),
+        seg("eyes_open_still", 6, sensor(frozen(ASL / "brother.mkv", 30)), allow={PERSON}),
+        seg("A3", 4, cam(ASL / "brother.mkv"), allow={PERSON}),
+    ],
 }
 
 

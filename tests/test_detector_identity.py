@@ -244,6 +244,32 @@ def test_the_seat_settles_only_once_an_open_event_has_closed(detectors):
     assert ident.settled and after[-1] - after[-2] >= policy.sampling.identity_settled_every - 0.3
 
 
+def test_a_hand_over_the_mouth_of_the_candidate_is_not_another_person(detectors):
+    """Person B enrolled on milk.mkv, then signing "bird" (bird.mkv): for half of the clip his hand is over his
+    mouth and his checks read 0.41-0.51, over the threshold. His track was his beyond doubt before the hand came
+    up (a check <= VOUCH), so those checks are his face changed: not reported, no event. Another person on a
+    track of their own is still reported (D's checks, the track never vouched for)."""
+    from bot.analysis.detectors.identity import VOUCH
+    from bot.analysis.rules import RuleEngine
+
+    faces, _ = detectors
+    policy = Policy.from_dict({"sampling": {"identity_settled_every": 2.0}})  # a check every 2 s throughout
+    ident = IdentityDetector(policy, model_paths(Settings.from_env()).face_recognition)
+    threshold = policy.rules["identity_changed"].threshold
+    seen = observed((faces, ident), played("milk.mkv", 8) + played("bird.mkv", 20))
+    after = [o for o in seen if o.t >= 8.0]
+    print("\nB signing bird (t, check):", [(o.t, o.check) for o in after], "unlike, not reported:", ident.unlike)
+    assert ident.unlike >= 1  # checks with the hand over the mouth were made, and were over the threshold
+    assert after and min(o.check for o in after) <= VOUCH
+    assert all(o.distance <= threshold for o in after)
+    engine = RuleEngine(policy)
+    assert not [c for o in seen for c in engine.feed(o) if c.event.type == "identity_changed"]
+    # D after B: a new track, none of its checks near B: every one reported, over the threshold
+    seen = observed((faces, ident), played("milk.mkv", 8) + played("eat.mkv", 10))
+    d = [o for o in seen if o.t >= 8.0]
+    assert len(d) >= 4 and ident.unlike == 0 and all(o.check > threshold for o in d)
+
+
 def test_the_settled_interval_is_a_policy_setting():
     from bot.analysis.policy import PolicyError
 
