@@ -45,7 +45,8 @@ closer but the same person more: with the chip alone the figures were 0.50 (max 
   VP8 at 500 kbit/s, 0.441 / 0.453 / 0.456 and 4.0% / 3.5% / 2.5%. On eval_detection's identity scenario
   person D in dim light is the closest to A: live (VP8 at 500 kbit/s) D's per-face distance to A's gallery
   depends on which five of A's first faces were enrolled (median 0.446-0.517 over the galleries of three live
-  runs, with the chip alone), so the swap was found in some runs and missed in others.
+  runs, with the chip alone), and the swap was found in some runs and missed in others; with the mirror and
+  0.44 its track reads 0.448-0.463 live, found in all seven runs since.
 * A track some check of which was the candidate beyond doubt (``VOUCH``, 0.35: another person's check was
   never under 0.407 over every gallery of the shared media, the candidate's is under it in 86-88% of checks)
   stays the candidate's: a later check on it that is over the threshold is the candidate's face changed, not
@@ -58,8 +59,8 @@ closer but the same person more: with the chip alone the figures were 0.50 (max 
 The network runs on onnxruntime, as ONNX derived from dlib's ``.dat`` (``adapters.derived.dlib_resnet``: the
 same descriptors within 1e-4, or it is not used), or on dlib itself when given the ``.dat``.
 
-Cost: one embedding (dlib's chip alignment ~2 ms + the two descriptors, one batch) ~19 ms of CPU on
-onnxruntime (~10 with the chip alone), one thread,
+Cost: one embedding (dlib's chip alignment ~2 ms + the two descriptors, one batch) 13-19 ms of CPU on
+onnxruntime (8-11 with the chip alone, as fast as the machine is), one thread,
 with the GIL released; dlib-bin (AVX, no BLAS) took ~130 ms and held the GIL all along, which stalled a live
 call's event loop (benchmarks/bench_detectors.py). The pipeline never runs a check on a frame that also
 runs YOLO.
