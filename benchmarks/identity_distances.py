@@ -78,9 +78,14 @@ def vp8(images: list[np.ndarray], fps: int = 15) -> list[np.ndarray]:
     return out
 
 
+def windows(checks: list[float], k: int) -> list[float]:
+    """The mean of every k checks in a row: what the detector reports on one face track."""
+    return [float(np.mean(checks[i:i + k])) for i in range(len(checks) - k + 1)]
+
+
 def equal_error(same: np.ndarray, other: np.ndarray) -> str:
     """Where the share of the same person's distances over a threshold meets another person's at or under it."""
-    gap, t = min((abs(np.mean(same > t) - np.mean(other <= t)), t) for t in np.arange(0.35, 0.6, 0.001))
+    _, t = min((abs(np.mean(same > t) - np.mean(other <= t)), t) for t in np.arange(0.35, 0.6, 0.001))
     return f"{np.mean(same > t):.4f} at {t:.3f}"
 
 
@@ -195,7 +200,7 @@ def main() -> None:
             sm, df = [], []
             for same, gallery, probe in probes(kind):
                 checks = per_face(gallery, probe)
-                (sm if same else df).extend(float(np.mean(checks[i:i + k])) for i in range(len(checks) - k + 1))
+                (sm if same else df).extend(windows(checks, k))
             sm_a, df_a = np.array(sm), np.array(df)
             print(f"  k={k}  same p99 {np.percentile(sm, 99):.3f} max {max(sm):.3f} | other p1 "
                   f"{np.percentile(df, 1):.3f} min {min(df):.3f} | over {threshold}: "
@@ -208,8 +213,7 @@ def main() -> None:
         for a, b in itertools.permutations(sent, 2):
             for start in range(0, max(1, len(sent[a]) - 5), 3):
                 checks = per_face(sent[a][start:], sent[b])
-                (sm if owner[a] == owner[b] else df).extend(
-                    float(np.mean(checks[i:i + k])) for i in range(len(checks) - k + 1))
+                (sm if owner[a] == owner[b] else df).extend(windows(checks, k))
         sm_a, df_a = np.array(sm), np.array(df)
         print(f"  k={k}  same over {threshold}: {np.mean(sm_a > threshold):.3f}, other at or under: "
               f"{np.mean(df_a <= threshold):.4f} | equal error {equal_error(sm_a, df_a)}")

@@ -36,6 +36,11 @@ def detectors():
     faces.close()
 
 
+def identity(policy: Policy, **kwargs) -> IdentityDetector:
+    """Another identity detector, on the app's ONNX network, with its own policy or options."""
+    return IdentityDetector(policy, model_paths(Settings.from_env()).face_recognition, **kwargs)
+
+
 def embeddings(detectors, name: str, step: int = 4) -> np.ndarray:
     faces, ident = detectors
     out = []
@@ -85,7 +90,7 @@ def test_a_face_and_its_mirror_image_have_one_descriptor(detectors):
     chip = ident.chip(img, obs.landmarks)
     both, mirrored = ident.embed(chip), ident.embed(np.ascontiguousarray(chip[:, ::-1]))
     assert float(np.abs(both - mirrored).max()) < 1e-5
-    single = IdentityDetector(Policy(), model_paths(Settings.from_env()).face_recognition, mirror=False)
+    single = identity(Policy(), mirror=False)
     alone, flipped = single.embed(chip), single.embed(np.ascontiguousarray(chip[:, ::-1]))
     assert np.allclose(both, (alone + flipped) / 2, atol=1e-5)
     print(f"\nchip alone vs its mirror image: {np.linalg.norm(alone - flipped):.3f} apart")
@@ -231,7 +236,7 @@ def test_the_seat_settles_only_once_an_open_event_has_closed(detectors):
     policy = Policy.from_dict({"sampling": {"identity_every": 1.0}})
     gap = policy.rules["identity_changed"].gap
     faces, _ = detectors
-    ident = IdentityDetector(policy, model_paths(Settings.from_env()).face_recognition)
+    ident = identity(policy)
     back = 20.0
     seen = observed((faces, ident), played("again.mkv", 10) + played("night.mkv", 10) + played("brother.mkv", 16))
     engine, closed = RuleEngine(policy), []
@@ -254,7 +259,7 @@ def test_a_hand_over_the_mouth_of_the_candidate_is_not_another_person(detectors)
 
     faces, _ = detectors
     policy = Policy.from_dict({"sampling": {"identity_settled_every": 2.0}})  # a check every 2 s throughout
-    ident = IdentityDetector(policy, model_paths(Settings.from_env()).face_recognition)
+    ident = identity(policy)
     threshold = policy.rules["identity_changed"].threshold
     seen = observed((faces, ident), played("milk.mkv", 8) + played("bird.mkv", 20))
     after = [o for o in seen if o.t >= 8.0]

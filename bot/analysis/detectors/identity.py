@@ -194,7 +194,8 @@ class IdentityDetector:
                 self._enrolled_at = frame.t
             return None
         check = min(float(np.linalg.norm(emb - g)) for g in self._gallery)
-        threshold = self.policy.rules["identity_changed"].threshold
+        rule = self.policy.rules["identity_changed"]
+        threshold = rule.threshold
         if self._track is not None and self._vouched and check > threshold:
             # the candidate's own track (nobody takes the seat without breaking it): a face unlike them here is
             # their face changed (a hand over the mouth), not another person; not reported, as a turned face
@@ -216,8 +217,7 @@ class IdentityDetector:
             self._agreed = 0
         # settled once the agreeing checks span the rule's gap: an identity_changed event still open closes on
         # a check at that cadence, not on the first check of the slow one
-        gap = self.policy.rules["identity_changed"].gap
-        self._settled = self._agreed >= SETTLE_CHECKS and frame.t - self._agreed_from >= gap - 1e-6
+        self._settled = self._agreed >= SETTLE_CHECKS and frame.t - self._agreed_from >= rule.gap - 1e-6
         return IdentityObservation(t=frame.t, distance=round(distance, 4), enrolled_at=float(self._enrolled_at or 0.0),
                                    check=round(check, 4), checks=len(self._checks))
 
